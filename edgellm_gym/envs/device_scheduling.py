@@ -1,0 +1,337 @@
+"""DeviceScheduling-v0: one edge device, a queue of LLM inference tasks with deadlines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from gymnasium import spaces
+
+from .. import costs
+from ..catalog import get_device, get_model
+from ..metrics import mean_or_zero
+from ..scenario import register_preset, require, resolve_scenario
+from ..workload import WorkloadSpec, sample_requests, workload_preset
+from .base import MaskedEnv, squash
+
+__all__ = ["SchedulingScenario", "SchedulingState", "DeviceSchedulingEnv"]
+
+ENV_KEY = "DeviceScheduling"
+N_SLOT_FEATURES = 8
+N_GLOBAL_FEATURES = 3
+
+
+@dataclass(frozen=True)
+class SchedulingScenario:
+    """One device serving `n_tasks` requests; deadlines = arrival + slack x (compute + transmission).
+
+    Result transmission (to the user, after compute; it does not hold the
+    processor) takes a per-task access-network latency drawn uniformly from
+    [trans_latency_min_s, trans_latency_max_s] plus the result bytes over
+    `trans_bw_bps`. A preempted task pays `reload` when it resumes: "recompute"
+    (its prefill again, vLLM-style recompute preemption) or "none".
+    """
+
+    device: str = "orin-nano-8gb"
+    model: str = "tinyllama-1.1b"
+    bits: int = 16
+    # Azure conv 2023 token lengths; rate set for a load of about 0.87 on this device.
+    workload: WorkloadSpec = field(default_factory=lambda: workload_preset("azure-conv-2023", rate_per_s=0.16))
+    n_tasks: int = 200
+    queue_slots: int = 16
+    slack_min: float = 1.5
+    slack_max: float = 4.0
+    trans_latency_min_s: float = 0.005
+    trans_latency_max_s: float = 0.3
+    trans_bw_bps: float = 17e6
+    result_bytes_per_token: float = 4.0
+    reload: str = "recompute"
+    drop_expired: bool = False
+    miss_penalty: float = 1.0
+    reward_time_scale_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        get_device(self.device), get_model(self.model)
+        require(self.bits in (2, 3, 4, 8, 16, 32), "bits", self.bits, "one of 2, 3, 4, 8, 16, 32")
+        require(self.n_tasks >= 1, "n_tasks", self.n_tasks, ">= 1")
+        require(2 <= self.queue_slots <= 256, "queue_slots", self.queue_slots, "in [2, 256]")
+        require(self.slack_min >= 1.0, "slack_min", self.slack_min, ">= 1 (a deadline before the ideal finish)")
+        require(self.slack_max >= self.slack_min, "slack_max", self.slack_max, ">= slack_min")
+        require(self.trans_latency_min_s >= 0, "trans_latency_min_s", self.trans_latency_min_s, ">= 0")
+        require(self.trans_latency_max_s >= self.trans_latency_min_s, "trans_latency_max_s",
+                self.trans_latency_max_s, ">= trans_latency_min_s")
+        require(self.trans_bw_bps > 0, "trans_bw_bps", self.trans_bw_bps, "> 0")
+        require(self.result_bytes_per_token >= 0, "result_bytes_per_token", self.result_bytes_per_token, ">= 0")
+        require(self.reload in ("recompute", "none"), "reload", self.reload, '"recompute" or "none"')
+        require(self.miss_penalty >= 0, "miss_penalty", self.miss_penalty, ">= 0")
+        require(self.reward_time_scale_s > 0, "reward_time_scale_s", self.reward_time_scale_s, "> 0")
+
+
+register_preset(ENV_KEY, "default", SchedulingScenario())
+register_preset(ENV_KEY, "strict", SchedulingScenario(slack_min=1.1, slack_max=2.0))
+register_preset(ENV_KEY, "loose", SchedulingScenario(slack_min=3.0, slack_max=10.0))
+register_preset(ENV_KEY, "bursty-code", SchedulingScenario(
+    workload=workload_preset("azure-code-2023", rate_per_s=0.5)))
+register_preset(ENV_KEY, "small", SchedulingScenario(n_tasks=30, queue_slots=8))
+
+
+@dataclass
+class SchedulingState:
+    """What reference policies may read (`env.unwrapped.state`; read-only by convention).
+
+    Per-task arrays are indexed by task id (arrival order). `queue` lists the
+    task ids in the queue, in arrival order; action i picks `queue[i]`.
+    `remaining_s` includes a pending reload for a preempted task.
+    """
+
+    now_s: float
+    queue: list[int]
+    running: int
+    arrival_s: np.ndarray
+    compute_s: np.ndarray
+    remaining_s: np.ndarray
+    trans_s: np.ndarray
+    deadline_s: np.ndarray
+    reload_s: np.ndarray
+
+
+class DeviceSchedulingEnv(MaskedEnv):
+    """
+    ## Description
+    One edge device (default: Jetson Orin Nano 8GB running TinyLlama-1.1B at fp16)
+    serves LLM inference tasks that arrive over time (default: the Azure 2023
+    conversation trace's token lengths, Poisson arrivals at a load of about 0.87).
+    A task has an arrival time, a compute time (prefill + decode from the cost
+    model), a result transmission time that does not hold the processor, and an
+    absolute deadline. The env is event-driven: the agent decides at every
+    arrival and completion which queued task runs. Picking another task than the
+    running one preempts it; the preempted task pays a reload (its prefill again)
+    when it resumes. This is the problem of ADSA (DESIGN 4.1).
+
+    ## Action Space
+    `Discrete(K)`, K = `queue_slots`: action i runs the i-th task of the queue in
+    arrival order. Empty slots are masked (`action_masks()`, `info["action_mask"]`).
+
+    ## Observation Space
+    `Box(-1, 1, (K * 8 + 3,), float32)`. Per slot: present, running, remaining
+    compute, transmission time, time to deadline, laxity (time to deadline -
+    remaining - transmission), time waited, preempted-before; times are squashed
+    by x / (|x| + reward_time_scale_s). Then: queue length / K, share of tasks
+    arrived, device busy share so far.
+
+    ## Rewards
+    Per step: -(sum over waiting tasks of the time they waited during the step) /
+    reward_time_scale_s, minus `miss_penalty` per task that finishes after its
+    deadline or is dropped. The return is minus the total queueing time (in units
+    of reward_time_scale_s) minus the penalties. A masked action under
+    `invalid_action="penalize"` gives `-invalid_action_penalty` and changes nothing.
+
+    ## Starting State
+    `n_tasks` tasks drawn from the scenario's workload with `np_random`; time
+    jumps to the first arrival, which is the first decision.
+
+    ## Episode End
+    Terminated when every task has finished or been dropped. Truncated after
+    `max_invalid_streak` consecutive masked actions.
+
+    ## Arguments
+    `gymnasium.make("edgellm_gym/DeviceScheduling-v0", scenario="default",
+    render_mode=None, invalid_action="penalize", invalid_action_penalty=1.0,
+    max_invalid_streak=100)`. `scenario`: a preset name ("default", "strict",
+    "loose", "bursty-code", "small"), a YAML path, a dict or a `SchedulingScenario`.
+    A task arriving to a full queue (K tasks) is dropped; with `drop_expired`,
+    waiting tasks past their deadline are dropped too.
+
+    ## Info
+    `action_mask`, `invalid_action`, `now_s`, and at the end `episode_metrics`:
+    mean_queueing_delay_s (first start - arrival), mean_completion_time_s
+    (result delivered - arrival), deadline_satisfaction (on time / arrived),
+    preemptions, reload_time_s, tasks_finished, tasks_dropped, utilization.
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    def __init__(self, scenario=None, render_mode: str | None = None, invalid_action: str = "penalize",
+                 invalid_action_penalty: float = 1.0, max_invalid_streak: int = 100) -> None:
+        super().__init__(render_mode, invalid_action, invalid_action_penalty, max_invalid_streak)
+        self.scenario = sc = resolve_scenario(SchedulingScenario, ENV_KEY, scenario)
+        self._model, self._device = get_model(sc.model), get_device(sc.device)
+        k = sc.queue_slots
+        self.action_space = spaces.Discrete(k)
+        self.observation_space = spaces.Box(-1.0, 1.0, (k * N_SLOT_FEATURES + N_GLOBAL_FEATURES,), np.float32)
+        self._mask = np.zeros(k, dtype=bool)
+        self.state: SchedulingState | None = None
+
+    # ----------------------------------------------------------------- reset
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        sc, rng = self.scenario, self.np_random
+        req = sample_requests(sc.workload, rng, sc.n_tasks)
+        n = len(req)
+        compute = costs.request_time_s(self._model, self._device, req.prompt_tokens, req.output_tokens, sc.bits)
+        latency = rng.uniform(sc.trans_latency_min_s, sc.trans_latency_max_s, size=n)
+        trans = costs.transfer_time_s(req.output_tokens * sc.result_bytes_per_token, sc.trans_bw_bps, latency)
+        slack = rng.uniform(sc.slack_min, sc.slack_max, size=n)
+        reload = (
+            costs.prefill_time_s(self._model, self._device, self._model.n_layers, req.prompt_tokens, sc.bits)
+            if sc.reload == "recompute" else np.zeros(n)
+        )
+        self.state = SchedulingState(
+            now_s=float(req.arrival_s[0]), queue=[], running=-1, arrival_s=req.arrival_s.astype(float),
+            compute_s=compute, remaining_s=compute.copy(), trans_s=trans,
+            deadline_s=req.arrival_s + slack * (compute + trans), reload_s=reload,
+        )
+        self._start_s = np.full(n, np.nan)
+        self._done_s = np.full(n, np.nan)  # result delivered
+        self._started = np.zeros(n, dtype=bool)
+        self._next_arrival = 0
+        self._finished = self._dropped = self._late = self._preemptions = 0
+        self._busy_s = self._reload_time_s = 0.0
+        self._segments: list[tuple[int, float, float, int]] = []
+        self._admit_arrivals()
+        self._update_mask()
+        return self._obs(), self._info()
+
+    # ------------------------------------------------------------------ step
+    def step(self, action):
+        if self.state is None:
+            raise RuntimeError("call reset() before step()")
+        a = self._check_action(action)
+        if a is None:
+            return self._invalid_step(self._obs(), self._info())
+        st, sc = self.state, self.scenario
+        tid = st.queue[a]
+        if st.running >= 0 and tid != st.running:
+            self._preemptions += 1
+            st.remaining_s[st.running] += st.reload_s[st.running]
+            self._reload_time_s += float(st.reload_s[st.running])
+        if not self._started[tid]:
+            self._started[tid] = True
+            self._start_s[tid] = st.now_s
+        st.running = tid
+
+        t_done = st.now_s + st.remaining_s[tid]
+        t_arrival = st.arrival_s[self._next_arrival] if self._next_arrival < len(st.arrival_s) else np.inf
+        t_next = min(t_done, t_arrival)
+        dt = t_next - st.now_s
+        reward = -(len(st.queue) - 1) * dt / sc.reward_time_scale_s
+        self._busy_s += dt
+        self._segments.append((0, st.now_s, t_next, tid))
+        st.now_s = float(t_next)
+        if t_done <= t_arrival:  # completion first on ties: it frees the processor
+            st.remaining_s[tid] = 0.0
+            st.queue.remove(tid)
+            st.running = -1
+            self._finished += 1
+            self._done_s[tid] = st.now_s + st.trans_s[tid]
+            if self._done_s[tid] > st.deadline_s[tid]:
+                self._late += 1
+                reward -= sc.miss_penalty
+        else:
+            st.remaining_s[tid] -= dt
+        reward -= sc.miss_penalty * self._admit_arrivals()
+
+        terminated = not st.queue and self._next_arrival == len(st.arrival_s)
+        self._update_mask()
+        info = self._info()
+        if terminated:
+            info["episode_metrics"] = self.episode_metrics()
+        return self._obs(), float(reward), terminated, False, info
+
+    def _admit_arrivals(self) -> int:
+        """Queue the arrivals up to now (dropping those that find it full), drop expired
+        tasks if asked, and jump over idle time. Returns the number dropped."""
+        st, sc = self.state, self.scenario
+        n, dropped = len(st.arrival_s), 0
+        while True:
+            while self._next_arrival < n and st.arrival_s[self._next_arrival] <= st.now_s:
+                if len(st.queue) < sc.queue_slots:
+                    st.queue.append(self._next_arrival)
+                else:
+                    dropped += 1
+                self._next_arrival += 1
+            if sc.drop_expired:
+                expired = [t for t in st.queue if t != st.running and st.deadline_s[t] <= st.now_s]
+                for t in expired:
+                    st.queue.remove(t)
+                dropped += len(expired)
+            if st.queue or self._next_arrival == n:
+                break
+            st.now_s = float(st.arrival_s[self._next_arrival])  # idle until the next arrival
+        self._dropped += dropped
+        return dropped
+
+    # --------------------------------------------------------- observations
+    def _update_mask(self) -> None:
+        self._mask[:] = False
+        self._mask[: len(self.state.queue)] = True
+
+    def _obs(self) -> np.ndarray:
+        st, sc = self.state, self.scenario
+        k, scale = sc.queue_slots, sc.reward_time_scale_s
+        q = np.asarray(st.queue, dtype=np.int64)
+        slots = np.zeros((k, N_SLOT_FEATURES))
+        if q.size:
+            to_deadline = st.deadline_s[q] - st.now_s
+            rem = st.remaining_s[q]
+            slots[: q.size, 0] = 1.0
+            slots[: q.size, 1] = q == st.running
+            slots[: q.size, 2] = squash(rem, scale)
+            slots[: q.size, 3] = squash(st.trans_s[q], scale)
+            slots[: q.size, 4] = squash(to_deadline, scale)
+            slots[: q.size, 5] = squash(to_deadline - rem - st.trans_s[q], scale)
+            slots[: q.size, 6] = squash(st.now_s - st.arrival_s[q], scale)
+            slots[: q.size, 7] = self._started[q] & (q != st.running)
+        n = len(st.arrival_s)
+        elapsed = st.now_s - st.arrival_s[0]
+        glob = [len(st.queue) / k, self._next_arrival / n, self._busy_s / elapsed if elapsed > 0 else 0.0]
+        obs = np.concatenate([slots.ravel(), glob]).astype(np.float32)
+        return np.clip(obs, -1.0, 1.0, out=obs)
+
+    def _info(self) -> dict:
+        return {"action_mask": self._mask.copy(), "invalid_action": False, "now_s": self.state.now_s}
+
+    # -------------------------------------------------------------- metrics
+    def counts(self) -> dict[str, int]:
+        """Task accounting: arrived = finished + dropped + waiting + running."""
+        st = self.state
+        running = int(st.running >= 0)
+        return {"arrived": self._next_arrival, "finished": self._finished, "dropped": self._dropped,
+                "waiting": len(st.queue) - running, "running": running}
+
+    def episode_metrics(self) -> dict[str, float]:
+        st = self.state
+        done = ~np.isnan(self._done_s)
+        arrived = max(self._next_arrival, 1)
+        on_time = int(np.sum(self._done_s[done] <= st.deadline_s[done]))
+        started = ~np.isnan(self._start_s)
+        span = st.now_s - st.arrival_s[0]
+        return {
+            "mean_queueing_delay_s": mean_or_zero(self._start_s[started] - st.arrival_s[started]),
+            "mean_completion_time_s": mean_or_zero(self._done_s[done] - st.arrival_s[done]),
+            "deadline_satisfaction": on_time / arrived,
+            "preemptions": float(self._preemptions),
+            "reload_time_s": self._reload_time_s,
+            "tasks_finished": float(self._finished),
+            "tasks_dropped": float(self._dropped),
+            "utilization": float(self._busy_s / span) if span > 0 else 0.0,
+        }
+
+    # ------------------------------------------------------------- rendering
+    def _render_ansi(self) -> str:
+        st = self.state
+        lines = [f"t={st.now_s:9.2f}s running={st.running} finished={self._finished} "
+                 f"dropped={self._dropped} preemptions={self._preemptions}"]
+        for i, t in enumerate(st.queue):
+            lines.append(f"  slot {i:2d} task {t:4d} {'*' if t == st.running else ' '} "
+                         f"remaining={st.remaining_s[t]:7.2f}s trans={st.trans_s[t]:5.3f}s "
+                         f"deadline_in={st.deadline_s[t] - st.now_s:8.2f}s")
+        return "\n".join(lines)
+
+    def _render_rgb(self) -> np.ndarray:
+        from ..render import timeline_rgb
+
+        recent = self._segments[-60:]
+        return timeline_rgb([self.scenario.device], recent, self.state.now_s,
+                            title=f"{self.scenario.model} on {self.scenario.device}: task per segment")

@@ -1,0 +1,1 @@
+"""Scripts: benchmark, training, reproduction, stress and speed (`edgellm-gym <command>`)."""
