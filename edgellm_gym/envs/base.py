@@ -86,6 +86,16 @@ class MaskedEnv(gym.Env):
         return obs, -self.invalid_action_penalty, False, truncated, info
 
     def episode_metrics(self) -> dict[str, float]:  # pragma: no cover - abstract
+        """The domain metrics of the episode so far (flat dict of floats, units in names)."""
+        raise NotImplementedError
+
+    def invariant_violations(self) -> list[str]:  # pragma: no cover - abstract
+        """The simulator invariants broken now, as readable strings (empty when all hold).
+
+        Checked after every step by the property tests and `edgellm-gym stress`:
+        time never runs backwards, nothing is lost (arrived = finished + dropped +
+        waiting), memory/capacity within limits, energy >= 0, as the env has them.
+        """
         raise NotImplementedError
 
     def render(self):

@@ -189,6 +189,7 @@ class DeviceSchedulingEnv(MaskedEnv):
         self._finished = self._dropped = self._late = self._preemptions = 0
         self._busy_s = self._reload_time_s = 0.0
         self._segments: list[tuple[int, float, float, int]] = []
+        self._last_now_s = self.state.now_s
         self._admit_arrivals()
         self._update_mask()
         return self._obs(), self._info()
@@ -299,6 +300,21 @@ class DeviceSchedulingEnv(MaskedEnv):
         running = int(st.running >= 0)
         return {"arrived": self._next_arrival, "finished": self._finished, "dropped": self._dropped,
                 "waiting": len(st.queue) - running, "running": running}
+
+    def invariant_violations(self) -> list[str]:
+        st, c, bad = self.state, self.counts(), []
+        if st.now_s < self._last_now_s:
+            bad.append(f"time ran backwards: {st.now_s} < {self._last_now_s}")
+        self._last_now_s = st.now_s
+        if c["arrived"] != c["finished"] + c["dropped"] + c["waiting"] + c["running"]:
+            bad.append(f"tasks lost: {c}")
+        if len(st.queue) > self.scenario.queue_slots:
+            bad.append(f"queue over capacity: {len(st.queue)} > {self.scenario.queue_slots}")
+        if np.any(st.remaining_s < 0):
+            bad.append("negative remaining compute")
+        if self._busy_s < 0 or self._busy_s > st.now_s - st.arrival_s[0] + 1e-9:
+            bad.append(f"busy time {self._busy_s} outside [0, elapsed]")
+        return bad
 
     def episode_metrics(self) -> dict[str, float]:
         st = self.state
