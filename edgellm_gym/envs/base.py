@@ -13,6 +13,7 @@ out either
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import gymnasium as gym
@@ -66,9 +67,12 @@ class MaskedEnv(gym.Env):
 
     def _check_action(self, action: Any) -> int | None:
         """The action as an int if valid; None if masked out under "penalize"; raise otherwise."""
-        if not self.action_space.contains(action):
+        try:  # fast path for int, numpy integers and 0-d integer arrays
+            a = operator.index(action)
+        except TypeError:
+            a = -1
+        if not 0 <= a < self.action_space.n:
             raise ValueError(f"action {action!r} is outside the action space {self.action_space}")
-        a = int(action)
         if self._mask[a]:
             self._invalid_streak = 0
             return a

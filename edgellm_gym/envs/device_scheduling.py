@@ -12,7 +12,7 @@ from ..catalog import get_device, get_model
 from ..metrics import mean_or_zero
 from ..scenario import register_preset, require, resolve_scenario
 from ..workload import WorkloadSpec, sample_requests, workload_preset
-from .base import MaskedEnv, squash
+from .base import MaskedEnv
 
 __all__ = ["SchedulingScenario", "SchedulingState", "DeviceSchedulingEnv"]
 
@@ -81,18 +81,33 @@ class SchedulingState:
 
     Per-task arrays are indexed by task id (arrival order). `queue` lists the
     task ids in the queue, in arrival order; action i picks `queue[i]`.
-    `remaining_s` includes a pending reload for a preempted task.
+    `remaining_s` includes a pending reload for a preempted task. The arrays
+    are columns of one table (remaining, trans, deadline, arrival), so the
+    observation gathers a slot's times with one index.
     """
 
     now_s: float
     queue: list[int]
     running: int
-    arrival_s: np.ndarray
+    table: np.ndarray
     compute_s: np.ndarray
-    remaining_s: np.ndarray
-    trans_s: np.ndarray
-    deadline_s: np.ndarray
     reload_s: np.ndarray
+
+    @property
+    def remaining_s(self) -> np.ndarray:
+        return self.table[:, 0]
+
+    @property
+    def trans_s(self) -> np.ndarray:
+        return self.table[:, 1]
+
+    @property
+    def deadline_s(self) -> np.ndarray:
+        return self.table[:, 2]
+
+    @property
+    def arrival_s(self) -> np.ndarray:
+        return self.table[:, 3]
 
 
 class DeviceSchedulingEnv(MaskedEnv):
@@ -177,11 +192,9 @@ class DeviceSchedulingEnv(MaskedEnv):
             costs.prefill_time_s(self._model, self._device, self._model.n_layers, req.prompt_tokens, sc.bits)
             if sc.reload == "recompute" else np.zeros(n)
         )
-        self.state = SchedulingState(
-            now_s=float(req.arrival_s[0]), queue=[], running=-1, arrival_s=req.arrival_s.astype(float),
-            compute_s=compute, remaining_s=compute.copy(), trans_s=trans,
-            deadline_s=req.arrival_s + slack * (compute + trans), reload_s=reload,
-        )
+        table = np.column_stack([compute, trans, req.arrival_s + slack * (compute + trans), req.arrival_s])
+        self.state = SchedulingState(now_s=float(req.arrival_s[0]), queue=[], running=-1, table=table,
+                                     compute_s=compute, reload_s=reload)
         self._start_s = np.full(n, np.nan)
         self._done_s = np.full(n, np.nan)  # result delivered
         self._started = np.zeros(n, dtype=bool)
@@ -268,27 +281,31 @@ class DeviceSchedulingEnv(MaskedEnv):
         self._mask[:] = False
         self._mask[: len(self.state.queue)] = True
 
+    # per-task table columns (remaining, trans, deadline, arrival) -> slot times
+    # (remaining, trans, to deadline, laxity, waited) = table @ _TIME_MAP + now * _TIME_NOW
+    _TIME_MAP = np.array([[1, 0, 0, -1, 0], [0, 1, 0, -1, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, -1]], dtype=float)
+    _TIME_NOW = np.array([0, 0, -1, -1, 1], dtype=float)
+
     def _obs(self) -> np.ndarray:
         st, sc = self.state, self.scenario
-        k, scale = sc.queue_slots, sc.reward_time_scale_s
-        q = np.asarray(st.queue, dtype=np.int64)
-        slots = np.zeros((k, N_SLOT_FEATURES))
-        if q.size:
-            to_deadline = st.deadline_s[q] - st.now_s
-            rem = st.remaining_s[q]
-            slots[: q.size, 0] = 1.0
-            slots[: q.size, 1] = q == st.running
-            slots[: q.size, 2] = squash(rem, scale)
-            slots[: q.size, 3] = squash(st.trans_s[q], scale)
-            slots[: q.size, 4] = squash(to_deadline, scale)
-            slots[: q.size, 5] = squash(to_deadline - rem - st.trans_s[q], scale)
-            slots[: q.size, 6] = squash(st.now_s - st.arrival_s[q], scale)
-            slots[: q.size, 7] = self._started[q] & (q != st.running)
-        n = len(st.arrival_s)
+        k = sc.queue_slots
+        obs = np.zeros(self.observation_space.shape, np.float32)
+        slots = obs[: k * N_SLOT_FEATURES].reshape(k, N_SLOT_FEATURES)
+        m = len(st.queue)
+        if m:
+            q = np.fromiter(st.queue, np.int64, m)
+            times = st.table[q] @ self._TIME_MAP + st.now_s * self._TIME_NOW
+            slots[:m, 2:7] = times / (np.abs(times) + sc.reward_time_scale_s)  # squash into (-1, 1)
+            slots[:m, 0] = 1.0
+            slots[:m, 7] = self._started[q]
+            if st.running >= 0:
+                row = st.queue.index(st.running)
+                slots[row, 1], slots[row, 7] = 1.0, 0.0
         elapsed = st.now_s - st.arrival_s[0]
-        glob = [len(st.queue) / k, self._next_arrival / n, self._busy_s / elapsed if elapsed > 0 else 0.0]
-        obs = np.concatenate([slots.ravel(), glob]).astype(np.float32)
-        return np.clip(obs, -1.0, 1.0, out=obs)
+        obs[-3] = m / k
+        obs[-2] = self._next_arrival / len(st.arrival_s)
+        obs[-1] = min(self._busy_s / elapsed, 1.0) if elapsed > 0 else 0.0
+        return obs
 
     def _info(self) -> dict:
         return {"action_mask": self._mask.copy(), "invalid_action": False, "now_s": self.state.now_s}
