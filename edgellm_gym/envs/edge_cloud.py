@@ -24,7 +24,7 @@ from ..catalog import get_device, get_link, get_model
 from ..metrics import mean_or_zero
 from ..scenario import register_preset, require, resolve_scenario
 from ..workload import WorkloadSpec, sample_requests, workload_preset
-from .base import MaskedEnv, squash
+from .base import MaskedEnv
 
 __all__ = ["ServiceSpec", "EdgeCloudScenario", "EdgeCloudState", "EdgeCloudOffloadEnv", "load_bandwidth_trace",
            "markov_level_cdfs"]
@@ -343,6 +343,14 @@ class EdgeCloudOffloadEnv(MaskedEnv):
             self._allowed_bps = [self._nominal_bps[j] * self._levels for j in range(m + 1)]
             top = self._nominal_bps * self._levels[-1]
         self._top_bps = top
+        self._mem_free0 = self._mem_total - self._mem_weights  # free memory of an empty edge server
+        self._tran_w = sc.w_tran * self._p_tx
+        self._tx_s = np.zeros(m + 1)
+        self._s_per_byte = np.zeros(m + 1)  # transmit seconds per byte, updated with the bandwidth
+        self._obs_buf = np.zeros(k + N_REQUEST_FEATURES + N_ACTION_FEATURES * (m + 1), dtype=np.float32)
+        self._obs_head = self._obs_buf[: k + N_REQUEST_FEATURES]
+        self._obs_per = self._obs_buf[k + N_REQUEST_FEATURES:].reshape(m + 1, N_ACTION_FEATURES)
+        self._obs_per[m, 2] = 1.0  # the cloud's memory is not modelled: always free
         self.action_space = spaces.Discrete(m + 1)
         self.observation_space = spaces.Box(-1.0, 1.0, (k + N_REQUEST_FEATURES + N_ACTION_FEATURES * (m + 1),),
                                             np.float32)
@@ -377,6 +385,9 @@ class EdgeCloudOffloadEnv(MaskedEnv):
                        + self._compute[:, 1])
         ideal = np.where(self._hosted.any(axis=1)[svc], np.minimum(ideal_edge, ideal_cloud), ideal_cloud)
         self._requirement = np.array([s.slack for s in sc.services])[svc] * ideal
+        # per request and action: compute time and weighted inference energy (constant over the episode)
+        self._compute_a = np.repeat(self._compute, [m, 1], axis=1)  # (n, M+1)
+        self._infer_j = sc.w_infer * self._p_busy_action * self._compute_a
 
         # servers, links, accounting
         self._t0 = float(self._arrival[0])
@@ -387,6 +398,7 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         if self._trace is None:
             self._level = rng.integers(len(sc.bw_levels), size=m + 1)
             self._bw = self._nominal_bps * self._levels[self._level]
+            np.divide(8.0, self._bw, out=self._s_per_byte)
         else:
             self._trace_offset = rng.uniform(0.0, self._trace[1], size=m + 1)
             self._bw = np.empty(m + 1)
@@ -405,6 +417,7 @@ class EdgeCloudOffloadEnv(MaskedEnv):
             free_mem_bytes=np.zeros(m + 1), upload_s=np.zeros(m + 1), wait_s=np.zeros(m + 1),
             compute_s=np.zeros(m + 1), download_s=np.zeros(m + 1), latency_s=np.zeros(m + 1),
             energy_j=np.zeros(m + 1), n_edge=m)
+        self.state.free_mem_bytes[m] = np.inf
         self._prepare()
         return self._obs(), self._info()
 
@@ -488,59 +501,67 @@ class EdgeCloudOffloadEnv(MaskedEnv):
             u = self.np_random.random(len(self._level))
             self._level = (u[:, None] >= cdf).sum(axis=1)
             np.multiply(self._nominal_bps, self._levels[self._level], out=self._bw)
+            np.divide(8.0, self._bw, out=self._s_per_byte)
 
     def _set_trace_bw(self, t: float) -> None:
         times, period, rates = self._trace
         pos = np.mod(t - self._t0 + self._trace_offset, period)
         row = np.searchsorted(times, pos, side="right") - 1
         self._bw[:] = rates[np.arange(len(row)), row]
+        np.divide(8.0, self._bw, out=self._s_per_byte)
 
     def _prepare(self) -> None:
-        """Fill the state and mask for the current request (one small vector op per quantity)."""
-        sc, st, m, i = self.scenario, self.state, self.scenario.n_edge, self._i
+        """Fill the state and mask for the current request (in place, a few small vector ops)."""
+        st, m, i = self.state, self.scenario.n_edge, self._i
         k = int(self._svc[i])
         st.now_s, st.request, st.service = self._now, i, k
         st.prompt_tokens, st.output_tokens = int(self._prompt[i]), int(self._output[i])
         st.upload_bytes, st.requirement_s = float(self._up_bytes[i]), float(self._requirement[i])
-        free_mem = self._mem_total - self._mem_weights - self._kv_reserved
-        self._mask[:m] = self._hosted[k] & (free_mem >= self._kv[i])
+        free_mem = st.free_mem_bytes[:m]
+        np.subtract(self._mem_free0, self._kv_reserved, out=free_mem)
+        np.greater_equal(free_mem, self._kv[i], out=self._mask[:m])
+        self._mask[:m] &= self._hosted[k]
         self._mask[m] = True
-        st.free_mem_bytes[:m] = free_mem
-        st.free_mem_bytes[m] = np.inf
-        np.maximum(self._free_at[:m] - self._now, 0.0, out=st.backlog_s[:m])
-        st.backlog_s[m] = max(float(self._free_at[m:].min()) - self._now, 0.0)
-        st.upload_s[:] = self._latency_s + self._up_bytes[i] * 8.0 / self._bw
-        st.download_s[:] = self._latency_s + self._down_bytes[i] * 8.0 / self._bw
-        np.maximum(st.backlog_s - st.upload_s, 0.0, out=st.wait_s)
-        st.compute_s[:m] = self._compute[i, 0]
-        st.compute_s[m] = self._compute[i, 1]
-        st.latency_s[:] = st.upload_s + st.wait_s + st.compute_s + st.download_s
-        st.energy_j[:] = (sc.w_tran * self._p_tx * (st.upload_s - self._latency_s)
-                          + sc.w_infer * self._p_busy_action * st.compute_s)
+        backlog = st.backlog_s
+        np.subtract(self._free_at[:m], self._now, out=backlog[:m])
+        backlog[m] = self._free_at[m:].min() - self._now
+        np.maximum(backlog, 0.0, out=backlog)
+        tx = self._tx_s
+        np.multiply(self._s_per_byte, self._up_bytes[i], out=tx)
+        np.add(self._latency_s, tx, out=st.upload_s)
+        np.multiply(self._s_per_byte, self._down_bytes[i], out=st.download_s)
+        st.download_s += self._latency_s
+        np.subtract(backlog, st.upload_s, out=st.wait_s)
+        np.maximum(st.wait_s, 0.0, out=st.wait_s)
+        st.compute_s[:] = self._compute_a[i]
+        np.add(st.upload_s, st.wait_s, out=st.latency_s)
+        st.latency_s += st.compute_s
+        st.latency_s += st.download_s
+        np.multiply(self._tran_w, tx, out=st.energy_j)
+        st.energy_j += self._infer_j[i]
 
     # --------------------------------------------------------- observations
     def _obs(self) -> np.ndarray:
-        sc, st, i = self.scenario, self.state, self.state.request
-        k = len(sc.services)
-        head = np.zeros(k + N_REQUEST_FEATURES)
+        """Written into a preallocated buffer; a copy is returned (callers may keep it)."""
+        sc, st = self.scenario, self.state
+        k, m = len(sc.services), sc.n_edge
+        head, per = self._obs_head, self._obs_per
+        head[:k] = 0.0
         head[st.service] = 1.0
-        head[k:] = (st.prompt_tokens / (st.prompt_tokens + 1024.0), st.output_tokens / (st.output_tokens + 256.0),
-                    st.upload_bytes / (st.upload_bytes + 1e6), st.requirement_s / (st.requirement_s + sc.time_scale_s),
-                    i / len(self._arrival))
-        m = sc.n_edge
-        per = np.empty((N_ACTION_FEATURES, m + 1))
-        per[0] = self._mask
-        per[1] = squash(st.backlog_s, sc.time_scale_s)
-        per[2, :m] = st.free_mem_bytes[:m] / self._mem_total
-        per[2, m] = 1.0
-        per[3] = self._bw / self._top_bps
-        per[4] = st.backlog_s > 0
-        ratio = st.latency_s / st.requirement_s
-        per[5] = ratio / (ratio + 1.0)
-        e = st.energy_j / sc.energy_scale_j
-        per[6] = e / (e + 1.0)
-        obs = np.concatenate([head, per.T.ravel()]).astype(np.float32)
-        return np.clip(obs, -1.0, 1.0, out=obs)
+        p, o, b, r = st.prompt_tokens, st.output_tokens, st.upload_bytes, st.requirement_s
+        head[k:] = (p / (p + 1024.0), o / (o + 256.0), b / (b + 1e6), r / (r + sc.time_scale_s),
+                    st.request / len(self._arrival))
+        per[:, 0] = self._mask
+        np.divide(st.backlog_s, st.backlog_s + sc.time_scale_s, out=per[:, 1])
+        np.divide(st.free_mem_bytes[:m], self._mem_total, out=per[:m, 2])
+        np.divide(self._bw, self._top_bps, out=per[:, 3])
+        np.greater(st.backlog_s, 0.0, out=per[:, 4])
+        x = np.divide(st.latency_s, r, out=per[:, 5])
+        np.divide(x, x + 1.0, out=x)
+        x = np.divide(st.energy_j, sc.energy_scale_j, out=per[:, 6])
+        np.divide(x, x + 1.0, out=x)
+        np.clip(self._obs_buf, -1.0, 1.0, out=self._obs_buf)
+        return self._obs_buf.copy()
 
     def _info(self) -> dict:
         return {"action_mask": self._mask.copy(), "invalid_action": False, "now_s": self._now}
