@@ -347,10 +347,8 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         self._tran_w = sc.w_tran * self._p_tx
         self._tx_s = np.zeros(m + 1)
         self._s_per_byte = np.zeros(m + 1)  # transmit seconds per byte, updated with the bandwidth
+        # no stored views into this buffer: pickling would split them from it
         self._obs_buf = np.zeros(k + N_REQUEST_FEATURES + N_ACTION_FEATURES * (m + 1), dtype=np.float32)
-        self._obs_head = self._obs_buf[: k + N_REQUEST_FEATURES]
-        self._obs_per = self._obs_buf[k + N_REQUEST_FEATURES:].reshape(m + 1, N_ACTION_FEATURES)
-        self._obs_per[m, 2] = 1.0  # the cloud's memory is not modelled: always free
         self.action_space = spaces.Discrete(m + 1)
         self.observation_space = spaces.Box(-1.0, 1.0, (k + N_REQUEST_FEATURES + N_ACTION_FEATURES * (m + 1),),
                                             np.float32)
@@ -545,7 +543,8 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         """Written into a preallocated buffer; a copy is returned (callers may keep it)."""
         sc, st = self.scenario, self.state
         k, m = len(sc.services), sc.n_edge
-        head, per = self._obs_head, self._obs_per
+        head = self._obs_buf[: k + N_REQUEST_FEATURES]
+        per = self._obs_buf[k + N_REQUEST_FEATURES:].reshape(m + 1, N_ACTION_FEATURES)
         head[:k] = 0.0
         head[st.service] = 1.0
         p, o, b, r = st.prompt_tokens, st.output_tokens, st.upload_bytes, st.requirement_s
@@ -554,6 +553,7 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         per[:, 0] = self._mask
         np.divide(st.backlog_s, st.backlog_s + sc.time_scale_s, out=per[:, 1])
         np.divide(st.free_mem_bytes[:m], self._mem_total, out=per[:m, 2])
+        per[m, 2] = 1.0  # the cloud's memory is not modelled: always free
         np.divide(self._bw, self._top_bps, out=per[:, 3])
         np.greater(st.backlog_s, 0.0, out=per[:, 4])
         x = np.divide(st.latency_s, r, out=per[:, 5])
