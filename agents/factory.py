@@ -49,41 +49,59 @@ NON_ALGO_KEYS = ("n_envs", "n_timesteps", "policy", "net", "activation", "normal
 
 
 class SlotNet(nn.Module):
-    """Per-action scoring for observations laid out as [K slots x F features, G global features].
+    """Per-action scoring for observations that describe each action's object in a slot.
 
-    Many edgellm-gym observations describe each action's object (a queued task,
-    a device, a server) in its own slot. The actor scores every slot with the
-    same small network (slot features, global features and a mean/max summary of
-    all slots), so a rule such as "shortest remaining time first" is one linear
-    function, not an argmin an MLP must learn over K positions. The critic is a
-    plain MLP over the whole observation. Sizes: `net_arch["pi"]` for the slot
-    encoder, `net_arch["vf"]` for the critic.
+    Layout: `obs = [prefix (slot_start features), n_slots x slot_features, suffix]`;
+    slot i describes action i (a queued task, a device, a server). Many
+    edgellm-gym observations look like this. The actor scores every slot with
+    the same small network (its slot, the prefix and suffix features, and a
+    mean/max summary of all slots), so a rule such as "shortest remaining time
+    first" is one monotone function of one feature, not an argmin an MLP must
+    learn over K positions. Actions past the slots (e.g. a "reject" action) are
+    scored by a linear head on the summary. The critic is a plain MLP over the
+    whole observation. Sizes: `net_arch["pi"]` for the slot encoder,
+    `net_arch["vf"]` for the critic.
     """
 
-    def __init__(self, obs_dim: int, n_slots: int, slot_features: int, net_arch: dict, activation_fn) -> None:
+    def __init__(self, obs_dim: int, n_actions: int, slot_features: int, net_arch: dict, activation_fn,
+                 n_slots: int | None = None, slot_start: int = 0) -> None:
         super().__init__()
-        if n_slots * slot_features > obs_dim:
-            raise ValueError(f"slot_features={slot_features} x {n_slots} actions exceeds the observation size {obs_dim}")
-        self.k, self.f, self.g = n_slots, slot_features, obs_dim - n_slots * slot_features
+        k = n_actions if n_slots is None else int(n_slots)
+        if not 1 <= k <= n_actions:
+            raise ValueError(f"n_slots={k} must be in [1, n_actions={n_actions}]")
+        if slot_start < 0 or slot_start + k * slot_features > obs_dim:
+            raise ValueError(f"slot_start={slot_start} + {k} slots x slot_features={slot_features} "
+                             f"exceeds the observation size {obs_dim}")
+        self.k, self.f, self.start = k, slot_features, slot_start
+        self.g = obs_dim - k * slot_features
+        self.extra = n_actions - k
         pi, vf = list(net_arch["pi"]), list(net_arch["vf"])
         self.encoder = _mlp(self.f + self.g, pi, activation_fn)
         self.scorer = nn.Sequential(nn.Linear(3 * pi[-1], pi[-1]), activation_fn(), nn.Linear(pi[-1], 1))
+        self.extra_head = nn.Linear(2 * pi[-1] + self.g, self.extra) if self.extra else None
         self.critic = _mlp(obs_dim, vf, activation_fn)
-        self.latent_dim_pi, self.latent_dim_vf = n_slots, vf[-1]
+        self.latent_dim_pi, self.latent_dim_vf = n_actions, vf[-1]
 
     def forward(self, x: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         return self.forward_actor(x), self.forward_critic(x)
 
     def forward_actor(self, x: th.Tensor) -> th.Tensor:
-        b = x.shape[0]
-        slots = x[:, : self.k * self.f].reshape(b, self.k, self.f)
-        glob = x[:, self.k * self.f:].unsqueeze(1).expand(b, self.k, self.g)
-        h = self.encoder(th.cat([slots, glob], dim=-1))  # (b, k, d)
-        ctx = th.cat([h.mean(dim=1), h.max(dim=1).values], dim=-1).unsqueeze(1).expand(b, self.k, -1)
-        return self.scorer(th.cat([h, ctx], dim=-1)).squeeze(-1)  # (b, k) logits
+        b, end = x.shape[0], self.start + self.k * self.f
+        slots = x[:, self.start:end].reshape(b, self.k, self.f)
+        glob = th.cat([x[:, : self.start], x[:, end:]], dim=-1)
+        h = self.encoder(th.cat([slots, glob.unsqueeze(1).expand(b, self.k, self.g)], dim=-1))  # (b, k, d)
+        summary = th.cat([h.mean(dim=1), h.max(dim=1).values], dim=-1)
+        logits = self.scorer(th.cat([h, summary.unsqueeze(1).expand(b, self.k, -1)], dim=-1)).squeeze(-1)
+        if self.extra_head is not None:
+            logits = th.cat([logits, self.extra_head(th.cat([summary, glob], dim=-1))], dim=-1)
+        return logits  # (b, n_actions)
 
     def forward_critic(self, x: th.Tensor) -> th.Tensor:
         return self.critic(x)
+
+    def output_layers(self) -> list[nn.Linear]:
+        """The layers that emit logits (initialised small, for a near-uniform first policy)."""
+        return [self.scorer[-1]] + ([self.extra_head] if self.extra_head is not None else [])
 
 
 def _mlp(n_in: int, sizes: list[int], activation_fn) -> nn.Sequential:
@@ -97,24 +115,26 @@ def _mlp(n_in: int, sizes: list[int], activation_fn) -> nn.Sequential:
 class _SlotMixin:
     """Swap the MLP extractor for `SlotNet`; its slot scores are the logits (no action_net layer)."""
 
-    def __init__(self, *args, slot_features: int, **kwargs) -> None:
-        self.slot_features = int(slot_features)
+    def __init__(self, *args, slot_features: int, n_slots: int | None = None, slot_start: int = 0,
+                 **kwargs) -> None:
+        self.slot_features, self.n_slots, self.slot_start = int(slot_features), n_slots, int(slot_start)
         super().__init__(*args, **kwargs)
 
     def _get_constructor_parameters(self) -> dict:
-        return dict(super()._get_constructor_parameters(), slot_features=self.slot_features)
+        return dict(super()._get_constructor_parameters(), slot_features=self.slot_features, n_slots=self.n_slots,
+                    slot_start=self.slot_start)
 
     def _build_mlp_extractor(self) -> None:
         arch = self.net_arch if isinstance(self.net_arch, dict) else dict(pi=self.net_arch, vf=self.net_arch)
         self.mlp_extractor = SlotNet(self.features_dim, int(self.action_space.n), self.slot_features, arch,
-                                     self.activation_fn)
+                                     self.activation_fn, self.n_slots, self.slot_start)
 
     def _build(self, lr_schedule) -> None:
         super()._build(lr_schedule)
         self.action_net = nn.Identity()
-        last = self.mlp_extractor.scorer[-1]
-        nn.init.orthogonal_(last.weight, gain=0.01)  # near-uniform initial policy, as SB3's action_net
-        nn.init.zeros_(last.bias)
+        for layer in self.mlp_extractor.output_layers():
+            nn.init.orthogonal_(layer.weight, gain=0.01)  # near-uniform initial policy, as SB3's action_net
+            nn.init.zeros_(layer.bias)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
 
