@@ -396,8 +396,11 @@ class TieredServiceEnv(MaskedEnv):
         self._job_user = np.full((n, k), -1, dtype=np.int64)
         self._job_ok = np.zeros((n, k), dtype=bool)
         self._job_count = np.zeros(n, dtype=np.int64)
-        self._job_slack = np.full((n, k), -np.inf)  # D - finish of satisfied jobs, -inf otherwise
+        self._job_push = np.full((n, k), np.inf)  # D - finish of satisfied jobs, +inf otherwise
         self._user_block = self._precompute_user_block(req.prompt_tokens, req.output_tokens)
+        # deadline - network - compute per pair; a huge negative (squashes to -1) where not deployed
+        self._pair_left = np.where(self._deployed, deadline[:, None, None] - net[:, :, None]
+                                   - np.where(self._deployed, compute, 0.0), -1e30)
         self._update_mask()
         return self._obs(), self._info()
 
@@ -416,6 +419,7 @@ class TieredServiceEnv(MaskedEnv):
         block = np.column_stack([
             st.min_accuracy, squash(st.deadline_s, scale), prompt / sc.workload.prompt_max,
             output / sc.workload.output_max, cnt / k, _squash_or_one(dmin, scale),
+            np.arange(u) // k / sc.n_windows, self._acc_ok,
         ])
         return block
 
@@ -436,9 +440,9 @@ class TieredServiceEnv(MaskedEnv):
             st.assignment[u] = a
             p = st.compute_s[u, n, v]
             st.used_s[n] += p
-            before = int(np.count_nonzero(self._job_slack[n] >= 0))
+            before = int(np.count_nonzero(self._job_push[n] < np.inf))
             self._insert_job(n, u, p, bool(self._acc_ok[u, v]))
-            delta = int(np.count_nonzero(self._job_slack[n] >= 0)) - before
+            delta = int(np.count_nonzero(self._job_push[n] < np.inf)) - before
             self._n_satisfied += delta
             reward = float(delta)
         st.user += 1
@@ -463,7 +467,7 @@ class TieredServiceEnv(MaskedEnv):
         self._job_count[n] = c + 1
         jd = self._job_d[n, : c + 1]
         slack = jd - np.cumsum(self._job_p[n, : c + 1])
-        self._job_slack[n, : c + 1] = np.where(self._job_ok[n, : c + 1] & (slack >= 0), slack, -np.inf)
+        self._job_push[n, : c + 1] = np.where(self._job_ok[n, : c + 1] & (slack >= 0), slack, np.inf)
 
     def _window_outcome(self) -> None:
         """Write response times and satisfaction of the current window's served users."""
@@ -473,7 +477,7 @@ class TieredServiceEnv(MaskedEnv):
             users = self._job_user[n, :c]
             finish = np.cumsum(self._job_p[n, :c])
             self._response[users] = st.net_s[users, n] + finish
-            self._satisfied[users] = self._job_slack[n, :c] >= 0
+            self._satisfied[users] = self._job_push[n, :c] < np.inf
 
     def _close_window(self) -> None:
         self._window_outcome()
@@ -484,7 +488,7 @@ class TieredServiceEnv(MaskedEnv):
         self._job_p[:] = 0.0
         self._job_user[:] = -1
         self._job_ok[:] = False
-        self._job_slack[:] = -np.inf
+        self._job_push[:] = np.inf
         self._job_count[:] = 0
 
     # --------------------------------------------------------- observations
@@ -501,9 +505,7 @@ class TieredServiceEnv(MaskedEnv):
         satisfied users u would go before (+inf if none)."""
         d = self._edf_deadline[u][:, None]
         before = self._job_d <= d
-        ahead = np.where(before, self._job_p, 0.0).sum(axis=1)
-        push = np.where(before, np.inf, np.where(self._job_slack >= 0, self._job_slack, np.inf)).min(axis=1)
-        return ahead, push
+        return (self._job_p * before).sum(axis=1), np.where(before, np.inf, self._job_push).min(axis=1)
 
     def _obs(self) -> np.ndarray:
         st, sc = self.state, self.scenario
@@ -511,25 +513,19 @@ class TieredServiceEnv(MaskedEnv):
         u = st.user
         if u == self.n_users:
             return obs
-        n, m, k, scale = self.n_nodes, self.n_variants, sc.users_per_window, sc.window_s
+        n, nm, scale = self.n_nodes, self.n_nodes * self.n_variants, sc.window_s
         ahead, push = self._ahead_and_push(u)
-        p = st.compute_s[u]  # (N, M)
-        left = st.deadline_s[u] - st.net_s[u][:, None] - ahead[:, None] - np.where(self._deployed, p, 0.0)
-        slack = np.where(self._deployed, squash(left, scale), -1.0)
-        keeps = (p <= push[:, None]) & self._deployed
         i = self._user_block.shape[1]
         obs[:i] = self._user_block[u]
-        obs[i] = (u // k) / sc.n_windows
-        obs[i + 1] = (u - st.window_start) / k
-        i += N_GLOBAL_FEATURES
+        obs[i] = (u - st.window_start) / sc.users_per_window
+        i += 1
         obs[i: i + n] = st.used_s / st.capacity_s
-        obs[i + n: i + 2 * n] = squash(ahead, scale)
+        obs[i + n: i + 2 * n] = ahead / (ahead + scale)
         obs[i + 2 * n: i + 3 * n] = _squash_or_one(push, scale)
         i += 3 * n
-        obs[i: i + m] = self._acc_ok[u]
-        i += m
-        obs[i: i + n * m] = slack.ravel()
-        obs[i + n * m:] = keeps.ravel()
+        left = (self._pair_left[u] - ahead[:, None]).ravel()
+        obs[i: i + nm] = left / (np.abs(left) + scale)
+        obs[i + nm:] = ((st.compute_s[u] <= push[:, None]) & self._deployed).ravel()
         return np.clip(obs, -1.0, 1.0, out=obs)
 
     def _info(self) -> dict:
@@ -583,7 +579,7 @@ class TieredServiceEnv(MaskedEnv):
         if np.any(a >= 0) and not np.all(self._deployed.ravel()[a[a >= 0]]):
             bad.append("a user was served by a variant not deployed on its node")
         recount = int(np.count_nonzero(self._satisfied[: st.window_start])) + int(np.count_nonzero(
-            self._job_slack >= 0))
+            self._job_push < np.inf))
         if recount != self._n_satisfied:
             bad.append(f"reward sum {self._n_satisfied} != satisfied users {recount}")
         return bad
@@ -601,7 +597,7 @@ class TieredServiceEnv(MaskedEnv):
             c = self._job_count[n]
             hosted = ",".join(v.removeprefix("qwen2.5-") for v, d in zip(st.variant_names, self._deployed[n]) if d)
             lines.append(f"  {TIERS[self._tier[n]]:5s} {name:18s} load {st.used_s[n]:6.2f}/{st.capacity_s[n]:.0f}s "
-                         f"users {c:3d} satisfied {int(np.count_nonzero(self._job_slack[n] >= 0)):3d} [{hosted}]")
+                         f"users {c:3d} satisfied {int(np.count_nonzero(self._job_push[n] < np.inf)):3d} [{hosted}]")
         return "\n".join(lines)
 
     def _render_rgb(self) -> np.ndarray:
