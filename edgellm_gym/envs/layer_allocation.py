@@ -116,7 +116,7 @@ def capacity_bytes(device, usable_fraction: float) -> int:
 
 register_preset(ENV_KEY, "default", LayerAllocationScenario())
 register_preset(ENV_KEY, "small", LayerAllocationScenario(
-    devices=("rtx4090", "t4", "t4"), price_usd_per_h=(0.40, 0.35, 0.35), n_tasks=20,
+    devices=("rtx4090", "rtx4090", "t4"), price_usd_per_h=(0.40, 0.40, 0.35), n_tasks=20,
     workload=workload_preset("azure-conv-2023", rate_per_s=0.3)))
 # Jetson-class edge cluster on Wi-Fi: prices are hardware amortised over 3 years plus busy power at
 # 0.15 USD/kWh (our estimates: Orin Nano 8GB 249 USD, 15 W; Orin NX 16GB 699 USD, 25 W); 75% of the
