@@ -303,16 +303,19 @@ class TieredServiceEnv(MaskedEnv):
     time would exceed the node's remaining capacity `window_s` in this window.
 
     ## Observation Space
-    `Box(-1, 1, (4 + 2M + 2 + 3N + M + 2NM,), float32)`; times squashed by
-    x / (|x| + window_s). Current user: minimum accuracy, deadline, prompt and
-    output tokens / their caps. Rest of the window: per accuracy level (the
-    number of variants below the user's minimum), the share of users still to
-    come and their earliest deadline. Window index / n_windows, position in
-    the window / K. Per node: used capacity share, compute queued ahead of the
-    current user, and the least slack of the satisfied users it would push back.
-    Per variant: meets the current user's accuracy. Per pair: deadline minus
-    response time if assigned now (-1 if not deployed), and whether the
-    assignment keeps the node's satisfied users satisfied.
+    `Box(-1, 1, (4 + 3M + 2 + 3N + 2NM,), float32)`, in this order; times
+    squashed by x / (|x| + window_s); all zeros after the last user.
+    Current user: minimum accuracy, deadline, prompt and output tokens / their
+    caps. Rest of its window, per accuracy level (level = number of variants
+    below the minimum accuracy): share of the K users still to come, and their
+    earliest deadline (1 if none). Window index / n_windows. Per variant: meets
+    the current user's accuracy. Position in the window / K. Per node: used
+    share of capacity, compute queued ahead of the current user in EDF order,
+    and the least slack of the satisfied users the current user would go before
+    (1 if none). Per pair: deadline - response time if assigned now (-1 if not
+    deployed), then per pair: the assignment keeps every satisfied user of the
+    node satisfied. So the reward of serving the current user on a pair is +1
+    exactly when its accuracy flag is 1, its slack >= 0 and its keep flag is 1.
 
     ## Rewards
     The change in the number of satisfied users of the current window: +1 for
@@ -421,7 +424,7 @@ class TieredServiceEnv(MaskedEnv):
             output / sc.workload.output_max, cnt / k, _squash_or_one(dmin, scale),
             np.arange(u) // k / sc.n_windows, self._acc_ok,
         ])
-        return block
+        return block.astype(np.float32)
 
     # ------------------------------------------------------------------ step
     def step(self, action):
