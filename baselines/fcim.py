@@ -100,36 +100,45 @@ def fcim_winner_reward(p1: float, l1: float, p2: float | None, l2: float | None,
     return max(p2 * l1 / l2, p1) - delta * l1 * (p1 / l1 - mean_price_per_layer)
 
 
-def fcim_pool_round(p, l, ratios, feasible, pool, remaining: int, chosen: int | None = None,
+def _normalised(x: list[float]) -> list[float]:
+    lo, hi = min(x), max(x)
+    return [(v - lo) / (hi - lo) for v in x] if hi != lo else [0.0] * len(x)
+
+
+def fcim_pool_round(p, l, a, b, c, feasible, pool, remaining: int, chosen: int | None = None,
                     alpha: float = 0.1, beta: float = 0.3, gamma: float = 0.6,
                     delta: float = 0.1) -> tuple[int, int, float] | None:
-    """One round over the bids `pool` (indices, in bid order) of precomputed arrays.
+    """One round over the bids `pool` (indices, in bid order) of precomputed per-bid sequences.
 
-    `p`, `l`: prices and layers; `ratios`: the 3 x n array [L / l; T / l; P / l];
-    `feasible`: P <= budget and T <= deadline. Returns (w1, w2 or -1, reward to
-    w1), or None when no bid of the pool is feasible. With `chosen` (a bid index
-    in `pool`), that bid wins whatever its score or feasibility and is paid by
-    the same rule, the runner-up being the best feasible other bid.
+    `p`, `l`: prices and layers; `a`, `b`, `c`: L / l, T / l, P / l; `feasible`:
+    P <= budget and T <= deadline. Returns (w1, w2 or -1, reward to w1), or None
+    when no bid of the pool is feasible. With `chosen` (a bid index in `pool`),
+    that bid wins whatever its score or feasibility and is paid by the same
+    rule, the runner-up being the best feasible other bid. Plain Python on
+    lists: for the few dozen bids of an auction it is faster than numpy.
     """
-    ok = feasible[pool]
-    if chosen is None and not ok.any():
+    na = _normalised([a[i] for i in pool])
+    nb = _normalised([b[i] for i in pool])
+    cs = [c[i] for i in pool]
+    nc = _normalised(cs)
+    # the two heads of a stable ascending sort of the feasible bids: strict < keeps the earlier on ties
+    w1 = w2 = -1
+    s1 = s2 = float("inf")
+    for k, i in enumerate(pool):
+        if i == chosen or not feasible[i]:
+            continue
+        s = alpha * na[k] + beta * nb[k] + gamma * nc[k]
+        if s < s1 and chosen is None:
+            w2, s2, w1, s1 = w1, s1, i, s
+        elif s < s2:
+            w2, s2 = i, s
+    if chosen is not None:
+        w1 = chosen
+    elif w1 < 0:
         return None
-    x = ratios[:, pool]
-    lo = x.min(axis=1, keepdims=True)
-    span = x.max(axis=1, keepdims=True) - lo
-    x = (x - lo) / np.where(span == 0, 1.0, span)  # a row of equal values is 0 everywhere
-    score = alpha * x[0] + beta * x[1] + gamma * x[2]
-    # argmin returns the first minimum: the head of a stable ascending sort
-    masked = np.where(ok, score, np.inf)
-    k1 = int(np.argmin(masked)) if chosen is None else int(np.flatnonzero(pool == chosen)[0])
-    masked[k1] = np.inf
-    k2 = int(np.argmin(masked))
-    w1 = int(pool[k1])
-    w2 = int(pool[k2]) if masked[k2] < np.inf else -1
-    reward = fcim_winner_reward(
-        float(p[w1]), float(l[w1]), float(p[w2]) if w2 >= 0 else None, float(l[w2]) if w2 >= 0 else None,
-        remaining, float(lo[2, 0]), float(ratios[2, pool].mean()), alpha, beta, gamma, delta)
-    return w1, w2, reward
+    reward = fcim_winner_reward(p[w1], l[w1], p[w2] if w2 >= 0 else None, l[w2] if w2 >= 0 else None,
+                                remaining, min(cs), sum(cs) / len(cs), alpha, beta, gamma, delta)
+    return w1, w2, float(reward)
 
 
 def _validated(prices, layers, times):
@@ -152,11 +161,15 @@ def fcim_round(prices, layers, times, budget: float, deadline: float, total_laye
     feasible other bid: this is how LayerAllocation-v0 pays a device an agent
     picked. Without, None when no bid is feasible.
     """
-    p, l, t = _validated(prices, layers, times)
-    feasible = (p <= budget) & (t <= deadline)
-    pool = np.arange(p.size)
-    return fcim_pool_round(p, l, np.stack((total_layers / l, t / l, p / l)), feasible, pool, remaining, chosen,
+    p, l, t, a, b, c, feasible = _lists(*_validated(prices, layers, times), budget, deadline, total_layers)
+    return fcim_pool_round(p, l, a, b, c, feasible, list(range(len(p))), remaining, chosen,
                            alpha, beta, gamma, delta)
+
+
+def _lists(p, l, t, budget, deadline, total_layers):
+    p, l, t = p.tolist(), l.tolist(), t.tolist()
+    return (p, l, t, [total_layers / x for x in l], [ti / li for ti, li in zip(t, l)],
+            [pi / li for pi, li in zip(p, l)], [pi <= budget and ti <= deadline for pi, ti in zip(p, t)])
 
 
 def fcim_auction(prices, layers, times, budget: float, deadline: float, total_layers: int, comm_delay,
@@ -175,28 +188,26 @@ def fcim_auction(prices, layers, times, budget: float, deadline: float, total_la
                          f"got {comm_delay.shape} and {client_delay.shape}")
     if total_layers < 0:
         raise ValueError(f"total_layers must be >= 0, got {total_layers}")
-    ratios = np.stack((total_layers / l, t / l, p / l))
-    feasible = (p <= budget) & (t <= deadline)
-    in_pool = np.ones(n, dtype=bool)
+    p, l, t, a, b, c, feasible = _lists(p, l, t, budget, deadline, total_layers)
+    pool = list(range(n))
     remaining, prev = int(total_layers), -1
     rounds: list[FCIMRound] = []
     comm = proc = 0.0
-    while remaining > 0 and in_pool.any():
-        found = fcim_pool_round(p, l, ratios, feasible, np.flatnonzero(in_pool), remaining, None,
-                                alpha, beta, gamma, delta)
+    while remaining > 0 and pool:
+        found = fcim_pool_round(p, l, a, b, c, feasible, pool, remaining, None, alpha, beta, gamma, delta)
         if found is None:
             break
         w1, _, reward = found
-        take = min(int(l[w1]), remaining)
+        take = min(l[w1], remaining)
         proc += take * (t[w1] / l[w1])
         if prev >= 0:
-            comm += comm_delay[prev, w1]
-        rounds.append(FCIMRound(w1, take, float(reward)))
+            comm += float(comm_delay[prev, w1])
+        rounds.append(FCIMRound(w1, take, reward))
         remaining -= take
-        in_pool[w1] = False
+        pool.remove(w1)
         prev = w1
     if prev >= 0:
-        comm += client_delay[prev]
+        comm += float(client_delay[prev])
     took = np.array([r.layers for r in rounds], dtype=float)
     paid = np.array([r.reward for r in rounds], dtype=float)
     cost = float(paid.sum())

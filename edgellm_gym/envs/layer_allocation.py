@@ -381,11 +381,12 @@ class LayerAllocationEnv(MaskedEnv):
         st.bid_time_s = bid_layers * st.per_layer_s
         st.bid_price_usd = st.bid_time_s * self._price_per_s
         self._update_mask()
-        # FCIM ratios of this task's bids (fixed while it is placed: a used device leaves the pool)
-        safe = np.maximum(bid_layers, 1)
+        # FCIM ratios of this task's bids as lists (fixed while it is placed: a used device leaves the pool)
+        p, l, t = st.bid_price_usd.tolist(), bid_layers.tolist(), st.bid_time_s.tolist()
+        safe = [max(x, 1) for x in l]
         feasible = (st.bid_price_usd <= st.budget_usd) & (st.bid_time_s <= st.deadline_s - st.now_s)
-        self._fcim = (st.bid_price_usd, bid_layers, np.stack((L / safe, st.bid_time_s / safe,
-                                                              st.bid_price_usd / safe)), feasible)
+        self._fcim = (p, l, [L / x for x in safe], [ti / x for ti, x in zip(t, safe)],
+                      [pi / x for pi, x in zip(p, safe)], feasible.tolist())
         # observation: fixed per task (precomputed at reset), then what placing changes
         dev, g = self._dev_obs, self._glob_obs
         dev[:, :3] = self._static_dev[task]
@@ -408,10 +409,9 @@ class LayerAllocationEnv(MaskedEnv):
         if sc.payment_rule == "fcim":
             from baselines.fcim import fcim_pool_round  # the paper's payment rule lives with its auction
 
-            p, l, ratios, feasible = self._fcim
-            pool = np.flatnonzero(self._mask[:-1])
-            pay = float(fcim_pool_round(p, l, ratios, feasible, pool, st.remaining_layers, chosen=d,
-                                        alpha=sc.alpha, beta=sc.beta, gamma=sc.gamma, delta=sc.delta)[2])
+            pool = np.flatnonzero(self._mask[:-1]).tolist()
+            pay = fcim_pool_round(*self._fcim, pool, st.remaining_layers, chosen=d, alpha=sc.alpha,
+                                  beta=sc.beta, gamma=sc.gamma, delta=sc.delta)[2]
         else:
             pay = price / layers * take
         self._pending_pay.append(pay)
