@@ -1,0 +1,91 @@
+"""Golden trajectories: speed work on the step path must not change behaviour, bit for bit.
+
+For each env, preset and seed, 300 steps of masked random actions (from
+`np.random.default_rng(seed)`, resetting at episode ends) are hashed: the
+observations (float32 bytes), rewards (float64 bytes), terminated/truncated
+flags, action masks and every `episode_metrics` dict (sorted keys, float64
+bytes). The hashes were recorded before the step paths were optimized.
+
+To print the current hashes (only after a deliberate, justified behaviour
+change): `python tests/test_trajectory_golden.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import edgellm_gym  # noqa: F401  (registers the env ids)
+
+STEPS = 300
+SEEDS = (0, 1, 2)
+PRESETS = ("default", "small")
+ENVS = ("edgellm_gym/DeviceScheduling-v0", "edgellm_gym/EdgeCloudOffload-v0", "edgellm_gym/TieredService-v0")
+
+GOLDEN = {
+    # (env id, preset, seed): sha256 of the trajectory
+    ('edgellm_gym/DeviceScheduling-v0', 'default', 0): 'fbdfe2e93e236202747628082e12f47b0c968ab4d07ce4dd540b144118b85759',
+    ('edgellm_gym/DeviceScheduling-v0', 'default', 1): '2d24672c66acd4279782bc300088901cbcee2af2c285835522fde3c06bcdfd50',
+    ('edgellm_gym/DeviceScheduling-v0', 'default', 2): 'd8a109169edab1ec76a7bc0ba976825fd677bb81cb1be15839c33784d9be419d',
+    ('edgellm_gym/DeviceScheduling-v0', 'small', 0): 'a5a335e3d67b1a424786fe0cb7294b72e82f828aa951f0fd6da8dd93b0988b5a',
+    ('edgellm_gym/DeviceScheduling-v0', 'small', 1): 'c63df2540fb6118586a8cf4ce8483e27496206719925bfc66f6793c1054529cf',
+    ('edgellm_gym/DeviceScheduling-v0', 'small', 2): '584e0bbcdfb8408c0af33b23ad0725ef09e9aee272d4c7999af33dc3218102b4',
+    ('edgellm_gym/EdgeCloudOffload-v0', 'default', 0): 'b159eb868fa5bdbf47d05dafe0e70ff04621c0c9d2682055dc1471df0268d17d',
+    ('edgellm_gym/EdgeCloudOffload-v0', 'default', 1): '3b7c830a8e4da3fd632cf0b6c207f39188c15e8ce54560b9db2dcb6cdbab91d2',
+    ('edgellm_gym/EdgeCloudOffload-v0', 'default', 2): '7edad281775106713665ac8898ca8f212ccbc9239ff68babb664ae33cd8c2ad2',
+    ('edgellm_gym/EdgeCloudOffload-v0', 'small', 0): '960e980099639a3fc4be66a10d19adf4c2ae17dacb016657294eaa3eb390e279',
+    ('edgellm_gym/EdgeCloudOffload-v0', 'small', 1): '7a7822c0f87aa977b7a09030d1f46ea7076738afdd57edae08db24b6220118ce',
+    ('edgellm_gym/EdgeCloudOffload-v0', 'small', 2): '8cd2c117c8802ed9708a120db63b663b291ba3f4245fd663adf4b2f323ce91b9',
+    ('edgellm_gym/TieredService-v0', 'default', 0): 'c8dfdacea6a902f5bf5b1033907b2c4839801b6905b051330d350d9c8d8352ec',
+    ('edgellm_gym/TieredService-v0', 'default', 1): 'caa39064844d824c4509edceffdfae2d2ac843df4ae5a3f6d104331e44970a8d',
+    ('edgellm_gym/TieredService-v0', 'default', 2): '3c3c4209478ebf0a1ab065bc222c117c208f2c1e5c3a3cd04af744990d862329',
+    ('edgellm_gym/TieredService-v0', 'small', 0): 'f4a2e2357085dc6d6e0303d237ffc223030e508eabb03e367951ad3ccb0994cb',
+    ('edgellm_gym/TieredService-v0', 'small', 1): '3e7cccdb8ff06077bf2abc1d5dbee91d187b8bddef24e8a7705bd0a0a65193ad',
+    ('edgellm_gym/TieredService-v0', 'small', 2): '97624130c15f1f9ae42d17ec7933d7237869cf87c2e3024ff33c680dd3546823',
+}
+
+
+def trajectory_sha256(env_id: str, preset: str, seed: int, steps: int = STEPS) -> str:
+    """sha256 over a rollout of masked random actions (see the module docstring)."""
+    env = gym.make(env_id, scenario=preset).unwrapped
+    rng = np.random.default_rng(seed)
+    h = hashlib.sha256()
+
+    def add_obs(obs, info):
+        h.update(np.asarray(obs).dtype.str.encode())
+        h.update(np.ascontiguousarray(obs).tobytes())
+        h.update(np.asarray(info["action_mask"], dtype=bool).tobytes())
+
+    obs, info = env.reset(seed=seed)
+    add_obs(obs, info)
+    for _ in range(steps):
+        valid = np.flatnonzero(info["action_mask"])
+        obs, reward, terminated, truncated, info = env.step(int(valid[rng.integers(valid.size)]))
+        add_obs(obs, info)
+        h.update(np.float64(reward).tobytes())
+        h.update(bytes([bool(terminated), bool(truncated)]))
+        if "episode_metrics" in info:
+            metrics = info["episode_metrics"]
+            h.update(repr(sorted(metrics)).encode())
+            h.update(np.array([metrics[k] for k in sorted(metrics)], dtype=np.float64).tobytes())
+        if terminated or truncated:
+            obs, info = env.reset()
+            add_obs(obs, info)
+    env.close()
+    return h.hexdigest()
+
+
+CASES = [(e, p, s) for e in ENVS for p in PRESETS for s in SEEDS]
+
+
+@pytest.mark.parametrize("env_id,preset,seed", CASES, ids=[f"{e.split('/')[1]}-{p}-{s}" for e, p, s in CASES])
+def test_trajectory_matches_golden_hash(env_id, preset, seed):
+    assert trajectory_sha256(env_id, preset, seed) == GOLDEN[(env_id, preset, seed)]
+
+
+if __name__ == "__main__":
+    for case in CASES:
+        print(f"    {case!r}: {trajectory_sha256(*case)!r},")
