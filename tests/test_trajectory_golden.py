@@ -4,7 +4,9 @@ For each env, preset and seed, 300 steps of masked random actions (from
 `np.random.default_rng(seed)`, resetting at episode ends) are hashed: the
 observations (float32 bytes), rewards (float64 bytes), terminated/truncated
 flags, action masks and every `episode_metrics` dict (sorted keys, float64
-bytes). The hashes were recorded before the step paths were optimized.
+bytes). A longer run per env on the default preset (whole episodes, 10% of the
+actions masked out) pins the episode metrics there and the masked-action path.
+The hashes were recorded before the step paths were optimized.
 
 To print the current hashes (only after a deliberate, justified behaviour
 change): `python tests/test_trajectory_golden.py`.
@@ -48,8 +50,9 @@ GOLDEN = {
 }
 
 
-def trajectory_sha256(env_id: str, preset: str, seed: int, steps: int = STEPS) -> str:
-    """sha256 over a rollout of masked random actions (see the module docstring)."""
+def trajectory_sha256(env_id: str, preset: str, seed: int, steps: int = STEPS, invalid_share: float = 0.0) -> str:
+    """sha256 over a rollout of masked random actions (see the module docstring); with
+    `invalid_share`, that share of the steps takes a masked-out action instead (when there is one)."""
     env = gym.make(env_id, scenario=preset).unwrapped
     rng = np.random.default_rng(seed)
     h = hashlib.sha256()
@@ -63,6 +66,8 @@ def trajectory_sha256(env_id: str, preset: str, seed: int, steps: int = STEPS) -
     add_obs(obs, info)
     for _ in range(steps):
         valid = np.flatnonzero(info["action_mask"])
+        if invalid_share and rng.random() < invalid_share and valid.size < len(info["action_mask"]):
+            valid = np.flatnonzero(~np.asarray(info["action_mask"]))
         obs, reward, terminated, truncated, info = env.step(int(valid[rng.integers(valid.size)]))
         add_obs(obs, info)
         h.update(np.float64(reward).tobytes())
@@ -78,6 +83,13 @@ def trajectory_sha256(env_id: str, preset: str, seed: int, steps: int = STEPS) -
     return h.hexdigest()
 
 
+# whole default episodes (their episode_metrics) and the masked-action path: 1500 steps, 10% masked-out
+GOLDEN_LONG = {
+    'edgellm_gym/DeviceScheduling-v0': 'e880c531a4cc9f2f5868d0517577bdeafec6e811c5e7f50b7627107e5490619f',
+    'edgellm_gym/EdgeCloudOffload-v0': '7e099a546255fb55ed59f598d131de666427db9c8efcdb7c976f6ba0daaa27c6',
+    'edgellm_gym/TieredService-v0': 'bfa71e71354cee1889632d03d8a41d7d402cc209a6fed3350d8680f3e62fa67a',
+}
+
 CASES = [(e, p, s) for e in ENVS for p in PRESETS for s in SEEDS]
 
 
@@ -86,6 +98,14 @@ def test_trajectory_matches_golden_hash(env_id, preset, seed):
     assert trajectory_sha256(env_id, preset, seed) == GOLDEN[(env_id, preset, seed)]
 
 
+
+@pytest.mark.parametrize("env_id", ENVS, ids=[e.split("/")[1] for e in ENVS])
+def test_long_trajectory_with_masked_actions_matches_golden_hash(env_id):
+    assert trajectory_sha256(env_id, "default", 0, steps=1500, invalid_share=0.1) == GOLDEN_LONG[env_id]
+
+
 if __name__ == "__main__":
     for case in CASES:
         print(f"    {case!r}: {trajectory_sha256(*case)!r},")
+    for env_id in ENVS:
+        print(f"    {env_id!r}: {trajectory_sha256(env_id, 'default', 0, steps=1500, invalid_share=0.1)!r},")
