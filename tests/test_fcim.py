@@ -162,3 +162,12 @@ def test_fcim_policy_replays_the_one_shot_auction_and_the_env_pays_its_rewards()
         if term or trunc:
             break
     assert checked >= 5
+
+
+def test_a_winner_can_be_paid_less_than_its_price_for_the_layers_it_took():
+    # a=[.5,5,5]->[0,1,1], b=[.1,1,10]->[0,.0909,1], c=[2,1.9,100]->[.001,0,1]: bid 0 wins on time and
+    # layers although bid 1 is cheaper per layer (bid 2 is over budget but shapes the scale);
+    # remaining 5 < 10: paid 1.9 x 5 = 9.5, less than its own 2 x 5 = 10 for the 5 layers.
+    res = auction([20, 1.9, 100], [10, 1, 1], [1, 1, 10], 5, budget=50)
+    assert [(r.winner, r.layers) for r in res.rounds] == [(0, 5)]
+    assert res.rounds[0].reward == pytest.approx(9.5) and res.rounds[0].reward < 20 / 10 * 5
