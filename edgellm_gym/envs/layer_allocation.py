@@ -120,7 +120,7 @@ register_preset(ENV_KEY, "small", LayerAllocationScenario(
     workload=workload_preset("azure-conv-2023", rate_per_s=0.3)))
 # Jetson-class edge cluster on Wi-Fi: prices are hardware amortised over 3 years plus busy power at
 # 0.15 USD/kWh (our estimates: Orin Nano 8GB 249 USD, 15 W; Orin NX 16GB 699 USD, 25 W); 75% of the
-# memory usable (shared with the OS). Qwen2.5-7B: a Nano holds 12 of its 28 layers, an NX 25.
+# memory usable (shared with the OS). Qwen2.5-7B: a Nano holds 13 of its 28 layers, an NX 27.
 register_preset(ENV_KEY, "jetson", LayerAllocationScenario(
     devices=("orin-nano-8gb",) * 4 + ("orin-nx-16gb",) * 2, price_usd_per_h=(0.012,) * 4 + (0.030,) * 2,
     model="qwen2.5-7b", mem_usable_fraction=0.75, link_bw_bps=300e6, delay_scale_s=5e-3,
@@ -187,13 +187,14 @@ class LayerAllocationEnv(MaskedEnv):
     arrival is rejected by the env: reason "no capacity").
 
     ## Observation Space
-    `Box(-1, 1, (9N + 6,), float32)`. Per device: free memory share, bid layers /
-    L, used by this task, wait until free, whole-model compute time on it,
-    whole-model price on it / budget, hop time from the last chosen device, time
-    to the client, bid feasible (price <= budget and time <= time to deadline);
-    times are squashed by x / (|x| + ideal latency of the task). Then: remaining
-    layers / L, devices used / N, time to deadline, prompt and output tokens
-    (squashed by 1000 and 100), payment so far / budget.
+    `Box(-1, 1, (9N + 6,), float32)`. Per device: whole-model compute time of the
+    task on it, whole-model price on it / budget, time to the client, free memory
+    share, bid layers / L, used by this task, wait until free, hop time from the
+    last chosen device, bid feasible for FCIM (price <= budget and time <= time
+    to deadline); times squashed by x / (|x| + ideal latency of the task), prices
+    by the budget. Then: time to deadline, prompt and output tokens (squashed by
+    1000 and 100), remaining layers / L, devices used / N, payment so far / budget.
+    Layout table: docs/envs/layer_allocation.md.
 
     ## Rewards
     When a task's last layer is placed: -(w_latency x (completion - arrival) /
