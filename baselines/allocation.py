@@ -13,7 +13,7 @@ import numpy as np
 
 from .base import BasePolicy, register_policy
 
-__all__ = ["pipeedge_plan", "hexgen_plan", "StaticOrder", "PerformanceDriven", "PipeEdge", "HexGen",
+__all__ = ["pipeedge_plan", "hexgen_fitness", "hexgen_plan", "StaticOrder", "PerformanceDriven", "PipeEdge", "HexGen",
            "RandomDevice"]
 
 ENV_ID = "edgellm_gym/LayerAllocation-v0"
@@ -211,7 +211,7 @@ class PipeEdge(_Planner):
 
 @register_policy(ENV_ID, "hexgen")
 class HexGen(_Planner):
-    """HexGen: a genetic algorithm (`hexgen_plan`, seeded from the policy's rng) minimising the task's completion time."""
+    """HexGen: a genetic algorithm (`hexgen_plan`, seeded from the policy's rng) minimising completion time."""
 
     def __init__(self, population: int = 32, generations: int = 25) -> None:
         self.population, self.generations = population, generations

@@ -560,7 +560,8 @@ class LayerAllocationEnv(MaskedEnv):
                  f"chain={st.chain} allocated={c[ALLOCATED]} rejected={c[REJECTED_BY_POLICY]} "
                  f"no_capacity={c[REJECTED_NO_CAPACITY]}"]
         for i, name in enumerate(self.scenario.devices):
-            lines.append(f"  {i} {name:<14} free={st.free_bytes[i] / 2**30:6.2f}/{st.capacity_bytes[i] / 2**30:6.2f} GiB "
+            lines.append(f"  {i} {name:<14} free={st.free_bytes[i] / 2**30:6.2f}/"
+                         f"{st.capacity_bytes[i] / 2**30:6.2f} GiB "
                          f"busy_for={max(st.busy_until_s[i] - st.now_s, 0):8.2f}s bid: l={st.bid_layers[i]:3d} "
                          f"T={st.bid_time_s[i]:7.2f}s P={st.bid_price_usd[i]:.5f} USD{' used' if st.used[i] else ''}")
         return "\n".join(lines)
