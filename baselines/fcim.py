@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgellm_gym.auction import fcim_pool_round, fcim_winner_reward
 from edgellm_gym.metrics import jain_index
 
 from .base import BasePolicy, register_policy
@@ -85,60 +86,6 @@ def fcim_scores(prices, layers, times, total_layers: int, alpha: float = 0.1, be
     span = x.max(axis=1, keepdims=True) - lo
     x = (x - lo) / np.where(span == 0, 1.0, span)
     return alpha * x[0] + beta * x[1] + gamma * x[2]
-
-
-def fcim_winner_reward(p1: float, l1: float, p2: float | None, l2: float | None, remaining: int,
-                       min_price_per_layer: float, mean_price_per_layer: float, alpha: float = 0.1,
-                       beta: float = 0.3, gamma: float = 0.6, delta: float = 0.1) -> float:
-    """Step 3: the reward to winner (p1, l1) given the runner-up (p2, l2), None when w1 is the only feasible bid."""
-    if p2 is None:
-        return p1
-    if gamma > alpha + beta:
-        return p2 / l2 * remaining if remaining < l1 else p1
-    if p1 / l1 <= min_price_per_layer:  # w1 has the pool's lowest price per layer
-        return p2 / l2 * remaining
-    return max(p2 * l1 / l2, p1) - delta * l1 * (p1 / l1 - mean_price_per_layer)
-
-
-def _normalised(x: list[float]) -> list[float]:
-    lo, hi = min(x), max(x)
-    return [(v - lo) / (hi - lo) for v in x] if hi != lo else [0.0] * len(x)
-
-
-def fcim_pool_round(p, l, a, b, c, feasible, pool, remaining: int, chosen: int | None = None,
-                    alpha: float = 0.1, beta: float = 0.3, gamma: float = 0.6,
-                    delta: float = 0.1) -> tuple[int, int, float] | None:
-    """One round over the bids `pool` (indices, in bid order) of precomputed per-bid sequences.
-
-    `p`, `l`: prices and layers; `a`, `b`, `c`: L / l, T / l, P / l; `feasible`:
-    P <= budget and T <= deadline. Returns (w1, w2 or -1, reward to w1), or None
-    when no bid of the pool is feasible. With `chosen` (a bid index in `pool`),
-    that bid wins whatever its score or feasibility and is paid by the same
-    rule, the runner-up being the best feasible other bid. Plain Python on
-    lists: for the few dozen bids of an auction it is faster than numpy.
-    """
-    na = _normalised([a[i] for i in pool])
-    nb = _normalised([b[i] for i in pool])
-    cs = [c[i] for i in pool]
-    nc = _normalised(cs)
-    # the two heads of a stable ascending sort of the feasible bids: strict < keeps the earlier on ties
-    w1 = w2 = -1
-    s1 = s2 = float("inf")
-    for k, i in enumerate(pool):
-        if i == chosen or not feasible[i]:
-            continue
-        s = alpha * na[k] + beta * nb[k] + gamma * nc[k]
-        if s < s1 and chosen is None:
-            w2, s2, w1, s1 = w1, s1, i, s
-        elif s < s2:
-            w2, s2 = i, s
-    if chosen is not None:
-        w1 = chosen
-    elif w1 < 0:
-        return None
-    reward = fcim_winner_reward(p[w1], l[w1], p[w2] if w2 >= 0 else None, l[w2] if w2 >= 0 else None,
-                                remaining, min(cs), sum(cs) / len(cs), alpha, beta, gamma, delta)
-    return w1, w2, float(reward)
 
 
 def _validated(prices, layers, times):

@@ -9,6 +9,7 @@ import numpy as np
 from gymnasium import spaces
 
 from .. import costs
+from ..auction import fcim_pool_round
 from ..catalog import get_device, get_model
 from ..metrics import jain_index, mean_or_zero
 from ..scenario import register_preset, require, resolve_scenario
@@ -408,8 +409,6 @@ class LayerAllocationEnv(MaskedEnv):
         take = min(layers, st.remaining_layers)
         price = float(st.bid_price_usd[d])
         if sc.payment_rule == "fcim":
-            from baselines.fcim import fcim_pool_round  # the paper's payment rule lives with its auction
-
             pool = np.flatnonzero(self._mask[:-1]).tolist()
             pay = fcim_pool_round(*self._fcim, pool, st.remaining_layers, chosen=d, alpha=sc.alpha,
                                   beta=sc.beta, gamma=sc.gamma, delta=sc.delta)[2]

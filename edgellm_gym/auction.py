@@ -1,0 +1,62 @@
+"""FCIM's per-round rule (winner, runner-up, second-price reward), shared by the
+LayerAllocation env (its "fcim" payment rule) and the FCIM policy in
+`baselines/fcim.py`, whose docstring states the whole auction (DESIGN 4.2).
+"""
+
+from __future__ import annotations
+
+__all__ = ["fcim_winner_reward", "fcim_pool_round"]
+
+
+def fcim_winner_reward(p1: float, l1: float, p2: float | None, l2: float | None, remaining: int,
+                       min_price_per_layer: float, mean_price_per_layer: float, alpha: float = 0.1,
+                       beta: float = 0.3, gamma: float = 0.6, delta: float = 0.1) -> float:
+    """Step 3: the reward to winner (p1, l1) given the runner-up (p2, l2), None when w1 is the only feasible bid."""
+    if p2 is None:
+        return p1
+    if gamma > alpha + beta:
+        return p2 / l2 * remaining if remaining < l1 else p1
+    if p1 / l1 <= min_price_per_layer:  # w1 has the pool's lowest price per layer
+        return p2 / l2 * remaining
+    return max(p2 * l1 / l2, p1) - delta * l1 * (p1 / l1 - mean_price_per_layer)
+
+
+def _normalised(x: list[float]) -> list[float]:
+    lo, hi = min(x), max(x)
+    return [(v - lo) / (hi - lo) for v in x] if hi != lo else [0.0] * len(x)
+
+
+def fcim_pool_round(p, l, a, b, c, feasible, pool, remaining: int, chosen: int | None = None,
+                    alpha: float = 0.1, beta: float = 0.3, gamma: float = 0.6,
+                    delta: float = 0.1) -> tuple[int, int, float] | None:
+    """One round over the bids `pool` (indices, in bid order) of precomputed per-bid sequences.
+
+    `p`, `l`: prices and layers; `a`, `b`, `c`: L / l, T / l, P / l; `feasible`:
+    P <= budget and T <= deadline. Returns (w1, w2 or -1, reward to w1), or None
+    when no bid of the pool is feasible. With `chosen` (a bid index in `pool`),
+    that bid wins whatever its score or feasibility and is paid by the same
+    rule, the runner-up being the best feasible other bid. Plain Python on
+    lists: for the few dozen bids of an auction it is faster than numpy.
+    """
+    na = _normalised([a[i] for i in pool])
+    nb = _normalised([b[i] for i in pool])
+    cs = [c[i] for i in pool]
+    nc = _normalised(cs)
+    # the two heads of a stable ascending sort of the feasible bids: strict < keeps the earlier on ties
+    w1 = w2 = -1
+    s1 = s2 = float("inf")
+    for k, i in enumerate(pool):
+        if i == chosen or not feasible[i]:
+            continue
+        s = alpha * na[k] + beta * nb[k] + gamma * nc[k]
+        if s < s1 and chosen is None:
+            w2, s2, w1, s1 = w1, s1, i, s
+        elif s < s2:
+            w2, s2 = i, s
+    if chosen is not None:
+        w1 = chosen
+    elif w1 < 0:
+        return None
+    reward = fcim_winner_reward(p[w1], l[w1], p[w2] if w2 >= 0 else None, l[w2] if w2 >= 0 else None,
+                                remaining, min(cs), sum(cs) / len(cs), alpha, beta, gamma, delta)
+    return w1, w2, float(reward)
