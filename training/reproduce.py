@@ -148,7 +148,34 @@ def gus(quick: bool) -> Experiment:
     return exp
 
 
+# ------------------------------------------------------------------ FCIM
+def fcim(quick: bool) -> Experiment:
+    """FCIM vs static and performance-driven allocation: communication overhead (paper: 54.7% lower)
+    and completion time (36.9% lower); sweep the arrival rate (contention for devices)."""
+    env_id = "edgellm_gym/LayerAllocation-v0"
+    episodes = 4 if quick else 20
+    exp = Experiment("fcim", "FCIM vs static and performance-driven layer allocation")
+    pols = ["fcim", "static", "performance"]
+    recs = run_benchmark(env_id, episodes, 0, "default", pols, progress=False)
+    comm, done = _by_policy(recs, "comm_overhead"), _by_policy(recs, "mean_completion_time_s")
+    for base in ("static", "performance"):
+        m, h = paired_reduction(comm["fcim"], comm[base])
+        exp.rows.append(Row(f"communication overhead, FCIM vs {base} (share lower)", "54.7% lower",
+                            100 * m, 100 * h, "%", "default"))
+        m, h = paired_reduction(done["fcim"], done[base])
+        exp.rows.append(Row(f"completion time, FCIM vs {base} (share lower)", "36.9% lower",
+                            100 * m, 100 * h, "%", "default"))
+    base_sc = presets("LayerAllocation")["default"]
+    rates = [0.03, 0.08, 0.15, 0.25] if not quick else [0.03, 0.15]
+    exp.sweep_x = rates
+    exp.sweep_label = "arrival rate (tasks/s)"
+    _sweep(exp, env_id, [replace(base_sc, workload=replace(base_sc.workload, rate_per_s=r)) for r in rates],
+           pols + ["hexgen"], "mean_completion_time_s", max(2, episodes // 2))
+    return exp
+
+
 EXPERIMENTS: dict[str, Callable[[bool], Experiment]] = {
+    "fcim": fcim,
     "adsa": adsa,
     "cs_ucb": cs_ucb,
     "gus": gus,
@@ -156,6 +183,14 @@ EXPERIMENTS: dict[str, Callable[[bool], Experiment]] = {
 
 # Why our figures differ from the papers', from the model (kept next to the code that makes them).
 EXPLANATIONS: dict[str, str] = {
+    "fcim": (
+        "The paper's gains do not show here. FCIM's bids carry no waiting time, so under contention it "
+        "queues behind busy cheap devices (its mean wait is about 3x HexGen's), and its budget and "
+        "deadline checks refuse tasks other policies place. The paper allocates one BLOOM-176B task "
+        "at a time on 3 RTX 4090 + 3 T4; that model fits none of them, so our preset uses Qwen2.5-14B "
+        "(split over 2+ devices, as BLOOM was) and a stream of tasks that share the devices. With "
+        "static and performance-driven picking the same RTX 4090s first, their rows coincide."
+    ),
     "adsa": (
         "ADSA as specified reorders the queue by transmission time (longest first) whenever transmission "
         "times differ by 0.1 s or more, and runs the head of that order unless some task's slack is "
