@@ -51,7 +51,7 @@ GOLDEN = {
 
 
 def trajectory_sha256(env_id: str, preset: str, seed: int, steps: int = STEPS, invalid_share: float = 0.0) -> str:
-    """sha256 over a rollout of masked random actions (see the module docstring); with
+    """sha256 over a rollout (`preset`: a preset name or a scenario dict) of masked random actions (see the module docstring); with
     `invalid_share`, that share of the steps takes a masked-out action instead (when there is one)."""
     env = gym.make(env_id, scenario=preset).unwrapped
     rng = np.random.default_rng(seed)
@@ -104,8 +104,18 @@ def test_long_trajectory_with_masked_actions_matches_golden_hash(env_id):
     assert trajectory_sha256(env_id, "default", 0, steps=1500, invalid_share=0.1) == GOLDEN_LONG[env_id]
 
 
+DROP_EXPIRED = {"drop_expired": True, "slack_min": 1.1, "slack_max": 2.0}  # the path that drops queued tasks
+GOLDEN_DROP_EXPIRED = "6914c0d3d575098147a807950ac1048807c8072cc3da74a9057cb69658b85ee8"
+
+
+def test_device_scheduling_with_drop_expired_matches_golden_hash():
+    env_id = "edgellm_gym/DeviceScheduling-v0"
+    assert trajectory_sha256(env_id, DROP_EXPIRED, 0, steps=1500, invalid_share=0.1) == GOLDEN_DROP_EXPIRED
+
+
 if __name__ == "__main__":
     for case in CASES:
         print(f"    {case!r}: {trajectory_sha256(*case)!r},")
     for env_id in ENVS:
         print(f"    {env_id!r}: {trajectory_sha256(env_id, 'default', 0, steps=1500, invalid_share=0.1)!r},")
+    print(trajectory_sha256(ENVS[0], DROP_EXPIRED, 0, steps=1500, invalid_share=0.1))
