@@ -5,7 +5,9 @@ For each env, preset and seed, 300 steps of masked random actions (from
 observations (float32 bytes), rewards (float64 bytes), terminated/truncated
 flags, action masks and every `episode_metrics` dict (sorted keys, float64
 bytes). A longer run per env on the default preset (whole episodes, 10% of the
-actions masked out) pins the episode metrics there and the masked-action path.
+actions masked out) pins the episode metrics there and the masked-action path;
+a few scenario variants pin paths the presets do not take (drop_expired, a
+bandwidth trace, tight edge memory, several cloud GPUs, high load).
 The hashes were recorded before the step paths were optimized.
 
 To print the current hashes (only after a deliberate, justified behaviour
@@ -15,6 +17,7 @@ change): `python tests/test_trajectory_golden.py`.
 from __future__ import annotations
 
 import hashlib
+import os
 
 import gymnasium as gym
 import numpy as np
@@ -104,13 +107,28 @@ def test_long_trajectory_with_masked_actions_matches_golden_hash(env_id):
     assert trajectory_sha256(env_id, "default", 0, steps=1500, invalid_share=0.1) == GOLDEN_LONG[env_id]
 
 
-DROP_EXPIRED = {"drop_expired": True, "slack_min": 1.1, "slack_max": 2.0}  # the path that drops queued tasks
-GOLDEN_DROP_EXPIRED = "6914c0d3d575098147a807950ac1048807c8072cc3da74a9057cb69658b85ee8"
+TRACE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scenarios", "edge_cloud",
+                     "bandwidth_example.csv")
+# scenario variants whose paths the presets above do not take (1500 steps, 10% masked-out, seed 0)
+VARIANTS = {
+    "DeviceScheduling-v0-drop-expired": ("edgellm_gym/DeviceScheduling-v0",
+                                         {"drop_expired": True, "slack_min": 1.1, "slack_max": 2.0},
+                                         "6914c0d3d575098147a807950ac1048807c8072cc3da74a9057cb69658b85ee8"),
+    "EdgeCloudOffload-v0-trace-tight-memory": ("edgellm_gym/EdgeCloudOffload-v0",
+                                               {"bw_trace_path": TRACE, "edge_mem_bytes": 32e9},
+                                               "c7beb71a6e427b473f5b6ccc4abb82d6efd3c958d727da1ce828c56a2c29b061"),
+    "EdgeCloudOffload-v0-two-cloud-gpus": ("edgellm_gym/EdgeCloudOffload-v0",
+                                           {"edge_mem_bytes": 32e9, "cloud_gpus": 2},
+                                           "a86a2cd8e743d75e713bdea471c7d6e80a262238111b8c3243a9891aa501608f"),
+    "TieredService-v0-high-load": ("edgellm_gym/TieredService-v0", "high-load",
+                                   "7c84eb3db1c539bcd0d01fe52289c9d81fff365c8d23f40b8cbc68dd31ebfb4d"),
+}
 
 
-def test_device_scheduling_with_drop_expired_matches_golden_hash():
-    env_id = "edgellm_gym/DeviceScheduling-v0"
-    assert trajectory_sha256(env_id, DROP_EXPIRED, 0, steps=1500, invalid_share=0.1) == GOLDEN_DROP_EXPIRED
+@pytest.mark.parametrize("name", VARIANTS)
+def test_scenario_variant_matches_golden_hash(name):
+    env_id, scenario, golden = VARIANTS[name]
+    assert trajectory_sha256(env_id, scenario, 0, steps=1500, invalid_share=0.1) == golden
 
 
 if __name__ == "__main__":
@@ -118,4 +136,5 @@ if __name__ == "__main__":
         print(f"    {case!r}: {trajectory_sha256(*case)!r},")
     for env_id in ENVS:
         print(f"    {env_id!r}: {trajectory_sha256(env_id, 'default', 0, steps=1500, invalid_share=0.1)!r},")
-    print(trajectory_sha256(ENVS[0], DROP_EXPIRED, 0, steps=1500, invalid_share=0.1))
+    for name, (env_id, scenario, _) in VARIANTS.items():
+        print(f"    {name!r}: {trajectory_sha256(env_id, scenario, 0, steps=1500, invalid_share=0.1)!r},")
