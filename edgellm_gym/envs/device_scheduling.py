@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +20,9 @@ __all__ = ["SchedulingScenario", "SchedulingState", "DeviceSchedulingEnv"]
 ENV_KEY = "DeviceScheduling"
 N_SLOT_FEATURES = 8
 N_GLOBAL_FEATURES = 3
+RUNNING, REMAINING, LAXITY, PREEMPTED = 1, 2, 5, 7  # slot feature columns written by the step
+SLOT_TIMES = slice(2, 7)  # remaining, transmission, to deadline, laxity, waited: squashed
+SLOT_NOW = (0, 0, 0, 0, -1, -1, 1, 0)  # a slot's features before squashing = its base + now x SLOT_NOW
 
 
 @dataclass(frozen=True)
@@ -82,8 +86,7 @@ class SchedulingState:
     Per-task arrays are indexed by task id (arrival order). `queue` lists the
     task ids in the queue, in arrival order; action i picks `queue[i]`.
     `remaining_s` includes a pending reload for a preempted task. The arrays
-    are columns of one table (remaining, trans, deadline, arrival), so the
-    observation gathers a slot's times with one index.
+    are columns of one table (remaining, trans, deadline, arrival).
     """
 
     now_s: float
@@ -175,7 +178,20 @@ class DeviceSchedulingEnv(MaskedEnv):
         k = sc.queue_slots
         self.action_space = spaces.Discrete(k)
         self.observation_space = spaces.Box(-1.0, 1.0, (k * N_SLOT_FEATURES + N_GLOBAL_FEATURES,), np.float32)
-        self._mask = np.zeros(k, dtype=bool)
+        # row m: the mask with m tasks queued (the first m slots valid); read-only, never written through
+        self._mask_rows = np.tri(k + 1, k, -1, dtype=bool)
+        self._mask_rows.flags.writeable = False
+        self._mask = self._mask_rows[0]
+        # observation = x / (|x| c + s), x = base + now x _obs_now[queue length]: the squash
+        # x / (|x| + reward_time_scale_s) on times, x / 1 on flags and globals (see `_obs`)
+        n_obs = k * N_SLOT_FEATURES + N_GLOBAL_FEATURES
+        self._obs_now = np.zeros((k + 1, n_obs))
+        for m in range(k + 1):
+            self._obs_now[m, : m * N_SLOT_FEATURES] = np.tile(SLOT_NOW, m)
+        slot_c = np.zeros(N_SLOT_FEATURES)
+        slot_c[SLOT_TIMES] = 1.0
+        self._obs_c = np.concatenate([np.tile(slot_c, k), np.zeros(N_GLOBAL_FEATURES)])
+        self._obs_s = np.where(self._obs_c > 0, sc.reward_time_scale_s, 1.0)
         self.state: SchedulingState | None = None
 
     # ----------------------------------------------------------------- reset
@@ -192,16 +208,27 @@ class DeviceSchedulingEnv(MaskedEnv):
             costs.prefill_time_s(self._model, self._device, self._model.n_layers, req.prompt_tokens, sc.bits)
             if sc.reload == "recompute" else np.zeros(n)
         )
-        table = np.column_stack([compute, trans, req.arrival_s + slack * (compute + trans), req.arrival_s])
+        deadline = req.arrival_s + slack * (compute + trans)
+        table = np.column_stack([compute, trans, deadline, req.arrival_s])
         self.state = SchedulingState(now_s=float(req.arrival_s[0]), queue=[], running=-1, table=table,
                                      compute_s=compute, reload_s=reload)
-        self._start_s = np.full(n, np.nan)
-        self._done_s = np.full(n, np.nan)  # result delivered
-        self._started = np.zeros(n, dtype=bool)
+        # the step path reads Python floats (numpy scalars are slow); `remaining` mirrors table[:, 0]
+        self._remaining, self._trans = compute.tolist(), trans.tolist()
+        self._deadline, self._arrival = deadline.tolist(), req.arrival_s.tolist()
+        self._reload = reload.tolist()
+        # observation base (x at now = 0, before squashing), slot by slot in queue order: present,
+        # running, remaining, trans, deadline, laxity, -arrival, preempted-before; then the globals.
+        # A task enters the queue with its row of _task_rows; empty slots are zeros.
+        self._task_rows = np.column_stack([np.ones(n), np.zeros(n), compute, trans, deadline,
+                                           (-compute - trans) + deadline, -req.arrival_s, np.zeros(n)])
+        self._obs_base = np.zeros(self._obs_c.size)
+        self._start_s = [np.nan] * n
+        self._done_s = [np.nan] * n  # result delivered
+        self._started = [False] * n
         self._next_arrival = 0
         self._finished = self._dropped = self._late = self._preemptions = 0
         self._busy_s = self._reload_time_s = 0.0
-        self._segments: list[tuple[int, float, float, int]] = []
+        self._segments: deque[tuple[int, float, float, int]] = deque(maxlen=60)  # for rgb rendering
         self._last_now_s = self.state.now_s
         self._admit_arrivals()
         self._update_mask()
@@ -214,98 +241,110 @@ class DeviceSchedulingEnv(MaskedEnv):
         a = self._check_action(action)
         if a is None:
             return self._invalid_step(self._obs(), self._info())
-        st, sc = self.state, self.scenario
-        tid = st.queue[a]
-        if st.running >= 0 and tid != st.running:
-            self._preemptions += 1
-            st.remaining_s[st.running] += st.reload_s[st.running]
-            self._reload_time_s += float(st.reload_s[st.running])
-        if not self._started[tid]:
-            self._started[tid] = True
-            self._start_s[tid] = st.now_s
-        st.running = tid
+        st, sc, base, f = self.state, self.scenario, self._obs_base, N_SLOT_FEATURES
+        queue, now = st.queue, st.now_s
+        tid, run = queue[a], st.running
+        if tid != run:
+            if run >= 0:  # preempt: the running task pays its reload when it resumes
+                self._preemptions += 1
+                self._reload_time_s += self._reload[run]
+                slot = queue.index(run)
+                self._set_remaining(run, slot, self._remaining[run] + self._reload[run])
+                base[slot * f + RUNNING], base[slot * f + PREEMPTED] = 0.0, 1.0
+            if not self._started[tid]:
+                self._started[tid] = True
+                self._start_s[tid] = now
+            base[a * f + RUNNING], base[a * f + PREEMPTED] = 1.0, 0.0
+            st.running = tid
 
-        t_done = st.now_s + st.remaining_s[tid]
-        t_arrival = st.arrival_s[self._next_arrival] if self._next_arrival < len(st.arrival_s) else np.inf
+        remaining = self._remaining[tid]
+        t_done = now + remaining
+        t_arrival = self._arrival[self._next_arrival] if self._next_arrival < len(self._arrival) else np.inf
         t_next = min(t_done, t_arrival)
-        dt = t_next - st.now_s
-        reward = -(len(st.queue) - 1) * dt / sc.reward_time_scale_s
+        dt = t_next - now
+        reward = -(len(queue) - 1) * dt / sc.reward_time_scale_s
         self._busy_s += dt
-        self._segments.append((0, st.now_s, t_next, tid))
-        st.now_s = float(t_next)
+        self._segments.append((0, now, t_next, tid))
+        st.now_s = t_next
         if t_done <= t_arrival:  # completion first on ties: it frees the processor
-            st.remaining_s[tid] = 0.0
-            st.queue.remove(tid)
+            st.table[tid, 0] = self._remaining[tid] = 0.0
+            self._remove_slot(a)
             st.running = -1
             self._finished += 1
-            self._done_s[tid] = st.now_s + st.trans_s[tid]
-            if self._done_s[tid] > st.deadline_s[tid]:
+            self._done_s[tid] = done = t_next + self._trans[tid]
+            if done > self._deadline[tid]:
                 self._late += 1
                 reward -= sc.miss_penalty
         else:
-            st.remaining_s[tid] -= dt
+            self._set_remaining(tid, a, remaining - dt)
         reward -= sc.miss_penalty * self._admit_arrivals()
 
-        terminated = not st.queue and self._next_arrival == len(st.arrival_s)
+        terminated = not queue and self._next_arrival == len(self._arrival)
         self._update_mask()
         info = self._info()
         if terminated:
             info["episode_metrics"] = self.episode_metrics()
         return self._obs(), float(reward), terminated, False, info
 
+    def _set_remaining(self, tid: int, slot: int, remaining: float) -> None:
+        """Set a queued task's remaining compute in the state table, its mirror and its observation base."""
+        self.state.table[tid, 0] = self._remaining[tid] = remaining
+        i = slot * N_SLOT_FEATURES
+        self._obs_base[i + REMAINING] = remaining
+        self._obs_base[i + LAXITY] = (-remaining - self._trans[tid]) + self._deadline[tid]  # at now = 0
+
+    def _remove_slot(self, slot: int) -> None:
+        """Take a task out of the queue: the later slots move up one, the last one empties."""
+        f, m = N_SLOT_FEATURES, len(self.state.queue)
+        self._obs_base[slot * f: (m - 1) * f] = self._obs_base[(slot + 1) * f: m * f]
+        self._obs_base[(m - 1) * f: m * f] = 0.0
+        del self.state.queue[slot]
+
     def _admit_arrivals(self) -> int:
         """Queue the arrivals up to now (dropping those that find it full), drop expired
         tasks if asked, and jump over idle time. Returns the number dropped."""
         st, sc = self.state, self.scenario
-        n, dropped = len(st.arrival_s), 0
+        queue, arrival = st.queue, self._arrival
+        n, dropped = len(arrival), 0
         while True:
-            while self._next_arrival < n and st.arrival_s[self._next_arrival] <= st.now_s:
-                if len(st.queue) < sc.queue_slots:
-                    st.queue.append(self._next_arrival)
+            while self._next_arrival < n and arrival[self._next_arrival] <= st.now_s:
+                if len(queue) < sc.queue_slots:
+                    i = len(queue) * N_SLOT_FEATURES
+                    self._obs_base[i: i + N_SLOT_FEATURES] = self._task_rows[self._next_arrival]
+                    queue.append(self._next_arrival)
                 else:
                     dropped += 1
                 self._next_arrival += 1
             if sc.drop_expired:
-                expired = [t for t in st.queue if t != st.running and st.deadline_s[t] <= st.now_s]
+                expired = [t for t in queue if t != st.running and self._deadline[t] <= st.now_s]
                 for t in expired:
-                    st.queue.remove(t)
+                    self._remove_slot(queue.index(t))
                 dropped += len(expired)
-            if st.queue or self._next_arrival == n:
+            if queue or self._next_arrival == n:
                 break
-            st.now_s = float(st.arrival_s[self._next_arrival])  # idle until the next arrival
+            st.now_s = arrival[self._next_arrival]  # idle until the next arrival
         self._dropped += dropped
         return dropped
 
     # --------------------------------------------------------- observations
     def _update_mask(self) -> None:
-        self._mask[:] = False
-        self._mask[: len(self.state.queue)] = True
-
-    # per-task table columns (remaining, trans, deadline, arrival) -> slot times
-    # (remaining, trans, to deadline, laxity, waited) = table @ _TIME_MAP + now * _TIME_NOW
-    _TIME_MAP = np.array([[1, 0, 0, -1, 0], [0, 1, 0, -1, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, -1]], dtype=float)
-    _TIME_NOW = np.array([0, 0, -1, -1, 1], dtype=float)
+        self._mask = self._mask_rows[len(self.state.queue)]
 
     def _obs(self) -> np.ndarray:
-        st, sc = self.state, self.scenario
-        k = sc.queue_slots
-        obs = np.zeros(self.observation_space.shape, np.float32)
-        slots = obs[: k * N_SLOT_FEATURES].reshape(k, N_SLOT_FEATURES)
+        """Slot features and globals in one float64 pass over the observation, then float32."""
+        st, k, base = self.state, self.scenario.queue_slots, self._obs_base
         m = len(st.queue)
-        if m:
-            q = np.fromiter(st.queue, np.int64, m)
-            times = st.table[q] @ self._TIME_MAP + st.now_s * self._TIME_NOW
-            slots[:m, 2:7] = times / (np.abs(times) + sc.reward_time_scale_s)  # squash into (-1, 1)
-            slots[:m, 0] = 1.0
-            slots[:m, 7] = self._started[q]
-            if st.running >= 0:
-                row = st.queue.index(st.running)
-                slots[row, 1], slots[row, 7] = 1.0, 0.0
-        elapsed = st.now_s - st.arrival_s[0]
-        obs[-3] = m / k
-        obs[-2] = self._next_arrival / len(st.arrival_s)
-        obs[-1] = min(self._busy_s / elapsed, 1.0) if elapsed > 0 else 0.0
-        return obs
+        elapsed = st.now_s - self._arrival[0]
+        base[-3] = m / k
+        base[-2] = self._next_arrival / len(self._arrival)
+        base[-1] = min(self._busy_s / elapsed, 1.0) if elapsed > 0 else 0.0
+        x = self._obs_now[m] * st.now_s
+        x += base
+        den = np.abs(x)
+        den *= self._obs_c
+        den += self._obs_s
+        x /= den
+        return x.astype(np.float32)
 
     def _info(self) -> dict:
         return {"action_mask": self._mask.copy(), "invalid_action": False, "now_s": self.state.now_s}
@@ -335,14 +374,15 @@ class DeviceSchedulingEnv(MaskedEnv):
 
     def episode_metrics(self) -> dict[str, float]:
         st = self.state
-        done = ~np.isnan(self._done_s)
+        done_s, start_s = np.array(self._done_s), np.array(self._start_s)
+        done = ~np.isnan(done_s)
         arrived = max(self._next_arrival, 1)
-        on_time = int(np.sum(self._done_s[done] <= st.deadline_s[done]))
-        started = ~np.isnan(self._start_s)
+        on_time = int(np.sum(done_s[done] <= st.deadline_s[done]))
+        started = ~np.isnan(start_s)
         span = st.now_s - st.arrival_s[0]
         return {
-            "mean_queueing_delay_s": mean_or_zero(self._start_s[started] - st.arrival_s[started]),
-            "mean_completion_time_s": mean_or_zero(self._done_s[done] - st.arrival_s[done]),
+            "mean_queueing_delay_s": mean_or_zero(start_s[started] - st.arrival_s[started]),
+            "mean_completion_time_s": mean_or_zero(done_s[done] - st.arrival_s[done]),
             "deadline_satisfaction": on_time / arrived,
             "preemptions": float(self._preemptions),
             "reload_time_s": self._reload_time_s,
@@ -365,6 +405,5 @@ class DeviceSchedulingEnv(MaskedEnv):
     def _render_rgb(self) -> np.ndarray:
         from ..render import timeline_rgb
 
-        recent = self._segments[-60:]
-        return timeline_rgb([self.scenario.device], recent, self.state.now_s,
+        return timeline_rgb([self.scenario.device], list(self._segments), self.state.now_s,
                             title=f"{self.scenario.model} on {self.scenario.device}: task per segment")
