@@ -20,12 +20,20 @@ class SB3Policy(BasePolicy):
     masked-out choice then costs the env's invalid-action penalty, as in training.
     `obs_normalizer` is a VecNormalize whose observation statistics the model
     was trained with (None when training normalised rewards only or nothing).
+    `torch_threads` sets torch's (process-wide) intra-op thread count: for
+    networks this small, extra threads only contend (measured on the shared
+    2-core machine: 0.23 ms per action with 1 thread, 18 ms with 2). None
+    leaves it alone.
     """
 
     kind = "learned"
 
-    def __init__(self, model, name: str = "agent", obs_normalizer=None) -> None:
+    def __init__(self, model, name: str = "agent", obs_normalizer=None, torch_threads: int | None = 1) -> None:
         self.model, self.name, self.obs_normalizer = model, name, obs_normalizer
+        if torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(torch_threads)
         from sb3_contrib import MaskablePPO
 
         self.maskable = isinstance(model, MaskablePPO)

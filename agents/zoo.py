@@ -74,6 +74,7 @@ def shipped_policies(env_id: str, folder: str = SHIPPED_DIR) -> dict[str, tuple[
 def ship(run_dir: str, name: str | None = None, folder: str = SHIPPED_DIR, episodes: int = 20,
          seed: int = HELD_OUT_SEED, model_file: str = "best_model.zip", progress: bool = True) -> str:
     """Copy a run's model into `folder`, benchmark every policy of its env on held-out seeds, write the card."""
+    from edgellm_gym.metrics import mean_ci95
     from training.benchmark import markdown_table, run_benchmark, summarize
 
     with open(os.path.join(run_dir, "run.json")) as f:
@@ -95,9 +96,13 @@ def ship(run_dir: str, name: str | None = None, folder: str = SHIPPED_DIR, episo
     mine = next(r for r in summary if r["policy"] == name)
     others = [r for r in summary if r["kind"] != "learned"]
     best = max(others, key=lambda r: r["return"])
+    by_seed = {(r["policy"], r["seed"]): r["return"] for r in records}
+    seeds = sorted({r["seed"] for r in records})
+    diff, diff_ci = mean_ci95([by_seed[(name, s)] - by_seed[(best["policy"], s)] for s in seeds])
     front.update(mean_return=round(mine["return"], 2), mean_return_ci95=round(mine["return_ci95"], 2),
                  best_other=best["policy"], best_other_return=round(best["return"], 2),
                  best_other_return_ci95=round(best["return_ci95"], 2),
+                 paired_difference=round(diff, 2), paired_difference_ci95=round(diff_ci, 2),
                  beats_best_other=bool(mine["return"] >= best["return"]))
     verdict = "at least" if front["beats_best_other"] else "below"
     body = f"""# {algo} on {env_id}
@@ -126,7 +131,8 @@ seed {seed} + i for every policy), default scenario; mean ± 95% CI half-width:
 {markdown_table(summary)}
 
 Mean return {mine['return']:.1f} ± {mine['return_ci95']:.1f}: {verdict} the best
-non-learned policy, {best['policy']} ({best['return']:.1f} ± {best['return_ci95']:.1f}).
+non-learned policy, {best['policy']} ({best['return']:.1f} ± {best['return_ci95']:.1f}). Paired over the
+same seeds, {name} - {best['policy']} = {diff:+.1f} ± {diff_ci:.1f} (mean ± 95% CI half-width).
 Reproduce: `python -m agents.zoo ship {run_dir}` after the training command.
 """
     _write_card(card_path, front, body)
