@@ -72,12 +72,27 @@ def run_benchmark(env_id: str, episodes: int = 20, seed: int = 0, scenario: Any 
             factory, kind = available[name]
             policy = factory()
             env = gym.make(env_id, **kwargs)
+            if not _fits(policy, env):
+                if policies:
+                    raise ValueError(f"policy {name!r} was trained on other observation/action spaces than "
+                                     f"{env_id} with scenario {scenario!r} has")
+                bar.update(task, advance=episodes)  # a shipped agent of another scenario's shape: skip it
+                continue
             for i in range(episodes):
                 rec = run_episode(env, policy, seed + i)
                 records.append({"env": env_id, "policy": name, "kind": kind, "seed": seed + i, **rec})
                 bar.update(task, advance=1, description=f"{env_id.split('/')[-1]} {name}")
             env.close()
     return records
+
+
+def _fits(policy, env: gym.Env) -> bool:
+    """A learned policy fits an env whose spaces are the ones its model was trained on."""
+    model = getattr(policy, "model", None)
+    if model is None:
+        return True
+    return (model.observation_space.shape == env.observation_space.shape
+            and model.action_space == env.action_space)
 
 
 def _progress(enabled: bool):
