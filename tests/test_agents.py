@@ -166,6 +166,21 @@ def test_zoo_serves_a_card_and_zip_from_a_folder_as_a_learned_policy(tmp_path):
     assert shipped_policies("edgellm_gym/TieredService-v0", str(tmp_path)) == {}
 
 
+@pytest.mark.parametrize("card", shipped_cards(), ids=lambda c: c["name"] + "@" + c["env"].split("/")[-1])
+def test_shipped_agent_still_meets_its_card_on_the_held_out_seeds(card):
+    """The card's numbers hold for today's env: the agent's mean return over the card's seeds is the
+    card's, and at least the best non-learned policy's. Fails when the env changed: re-ship the agent."""
+    from training.benchmark import run_benchmark
+
+    first, last = (int(x) for x in card["eval_seeds"].split("-"))
+    records = run_benchmark(card["env"], last - first + 1, first, policies=[card["name"], card["best_other"]],
+                            progress=False)
+    mean = {n: np.mean([r["return"] for r in records if r["policy"] == n]) for n in (card["name"], card["best_other"])}
+    assert mean[card["name"]] == pytest.approx(card["mean_return"], abs=0.01), "env changed? re-ship the agent"
+    assert mean[card["best_other"]] == pytest.approx(card["best_other_return"], abs=0.01)
+    assert mean[card["name"]] >= mean[card["best_other"]]
+
+
 def test_shipped_scheduling_agent_is_in_the_benchmark_and_finishes_an_episode():
     if not shipped_cards(ENV_ID):
         pytest.skip("no shipped DeviceScheduling agent")
