@@ -1,0 +1,574 @@
+"""PlacementQuantization-v0: place a model's layers on edge servers, each with a bit-width (DILEMMA)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from gymnasium import spaces
+
+from .. import costs
+from ..catalog import DEVICES, get_device, get_model
+from ..quantization import SUPPORTED_BITS, error_source, error_table, quantization_ratio
+from ..scenario import register_preset, require, resolve_scenario
+from .base import MaskedEnv, squash
+
+__all__ = [
+    "PlacementProblem",
+    "PlacementQuantScenario",
+    "PlacementQuantState",
+    "PlacementQuantizationEnv",
+    "sample_problem",
+    "plan_latency_s",
+    "plan_violations",
+    "uniform_completion_exists",
+]
+
+ENV_KEY = "PlacementQuantization"
+N_GLOBAL_BASE = 5
+_EPS = 1e-9  # slack for floors of capacity / size ratios that are integers up to rounding
+
+
+@dataclass(frozen=True)
+class PlacementProblem:
+    """One instance: L layers, S servers, B bit-widths. Every layer of a model has the same
+    shape, so its time and bytes at a width depend only on (server, width); errors differ per layer.
+
+    compute_s[s, b]: decode time of one layer for one token on server s at bits[b].
+    transfer_s[s, t]: time to send one token's hidden state from server s to t (0 on the diagonal).
+    client_in_s[s] / client_out_s[s]: client -> first layer's server, last layer's server -> client
+    (the client holds the embeddings and the LM head). mem_bytes[b]: one layer's weights at bits[b]
+    plus its fp16 KV cache. capacity_bytes[s]: memory for layers, after the activation workspace.
+    error[l, b]: e_l(bits[b]); budget: epsilon. params_per_layer: for the quantization ratio.
+    """
+
+    compute_s: np.ndarray
+    transfer_s: np.ndarray
+    client_in_s: np.ndarray
+    client_out_s: np.ndarray
+    mem_bytes: np.ndarray
+    capacity_bytes: np.ndarray
+    error: np.ndarray
+    budget: float
+    bits: tuple[int, ...]
+    params_per_layer: float = 1.0
+
+    @property
+    def n_layers(self) -> int:
+        return self.error.shape[0]
+
+    @property
+    def n_servers(self) -> int:
+        return self.compute_s.shape[0]
+
+    @property
+    def n_bits(self) -> int:
+        return len(self.bits)
+
+    def __post_init__(self) -> None:
+        s, b = self.compute_s.shape
+        require(self.transfer_s.shape == (s, s), "transfer_s", self.transfer_s.shape, f"shape ({s}, {s})")
+        require(self.client_in_s.shape == (s,) and self.client_out_s.shape == (s,), "client_in_s/client_out_s",
+                (self.client_in_s.shape, self.client_out_s.shape), f"shape ({s},)")
+        require(self.mem_bytes.shape == (b,) and len(self.bits) == b, "mem_bytes/bits",
+                (self.mem_bytes.shape, self.bits), f"length {b}")
+        require(self.capacity_bytes.shape == (s,), "capacity_bytes", self.capacity_bytes.shape, f"shape ({s},)")
+        require(self.error.ndim == 2 and self.error.shape[1] == b and self.error.shape[0] >= 1, "error",
+                self.error.shape, f"shape (L >= 1, {b})")
+        for name in ("compute_s", "transfer_s", "client_in_s", "client_out_s", "mem_bytes", "capacity_bytes",
+                     "error"):
+            arr = getattr(self, name)
+            require(bool(np.all(np.isfinite(arr)) and np.all(arr >= 0)), name, arr, "finite and >= 0")
+        require(self.budget >= 0, "budget", self.budget, ">= 0")
+
+
+def plan_latency_s(p: PlacementProblem, servers, bit_idx) -> float:
+    """Per-token time of a full plan: client hop in, layer compute, hops between servers, hop out."""
+    servers, bit_idx = np.asarray(servers), np.asarray(bit_idx)
+    t = p.client_in_s[servers[0]] + p.client_out_s[servers[-1]] + p.compute_s[servers, bit_idx].sum()
+    return float(t + p.transfer_s[servers[:-1], servers[1:]].sum())
+
+
+def plan_violations(p: PlacementProblem, servers, bit_idx, rel_tol: float = 1e-9) -> list[str]:
+    """Why a full plan is infeasible (memory per server, quality budget), empty if feasible."""
+    servers, bit_idx = np.asarray(servers), np.asarray(bit_idx)
+    bad = []
+    if servers.shape != (p.n_layers,) or bit_idx.shape != (p.n_layers,):
+        return [f"plan must give a server and a width for each of the {p.n_layers} layers"]
+    used = np.bincount(servers, weights=p.mem_bytes[bit_idx], minlength=p.n_servers)
+    over = np.flatnonzero(used > p.capacity_bytes * (1 + rel_tol))
+    bad += [f"server {s}: {used[s]:.6g} B > capacity {p.capacity_bytes[s]:.6g} B" for s in over]
+    err = float(p.error[np.arange(p.n_layers), bit_idx].sum())
+    if err > p.budget * (1 + rel_tol) + 1e-15:
+        bad.append(f"quality: sum of errors {err:.6g} > budget {p.budget:.6g}")
+    return bad
+
+
+def uniform_completion_exists(p: PlacementProblem, free_bytes, spent: float, next_layer: int) -> bool:
+    """True if layers next_layer..L-1 can all take one common width that fits the free memory
+    (per server, whole layers) and keeps the quality budget: a sufficient test of feasibility."""
+    n = p.n_layers - next_layer
+    if n <= 0:
+        return spent <= p.budget * (1 + 1e-12) + 1e-15
+    slots = np.floor(np.asarray(free_bytes)[:, None] / p.mem_bytes[None, :] + _EPS).sum(axis=0)
+    rest = p.error[next_layer:].sum(axis=0)
+    return bool(np.any((slots >= n) & (spent + rest <= p.budget * (1 + 1e-12) + 1e-15)))
+
+
+@dataclass(frozen=True)
+class PlacementQuantScenario:
+    """How instances are drawn, one per episode (so a policy must generalise across them).
+
+    Per episode: a model from `models`; `n_servers` servers, each a device drawn from `devices`
+    whose compute and memory bandwidth are scaled by a speed factor ~ U[speed_min, speed_max]
+    (a shared server) and whose free memory for this model is a fraction ~ U[mem_frac_min,
+    mem_frac_max] of the model's layers at fp16 with their KV cache (capped by the device's
+    memory); symmetric server-server links (bandwidth, latency uniform in their ranges); a
+    link from the client to each server; the quality budget epsilon = factor ~ U[budget_min,
+    budget_max] x the error of every layer at `budget_ref_bits`.
+    Per-token time is one decode step at `context_tokens` of context; each layer keeps an fp16
+    KV cache of `kv_tokens` tokens; a server hosting layers reserves an activation workspace
+    for `activation_tokens` tokens ((2 h + f) x tokens x 2 bytes). `bits` is in decreasing order.
+    With `solve_ilp`, every reset solves DILEMMA's ILP on the instance (baselines.dilemma) so the
+    episode metrics hold the optimum and the optimality gap.
+    """
+
+    models: tuple[str, ...] = ("opt-350m", "opt-125m", "qwen2-0.5b", "smollm2-135m")
+    n_servers: int = 8
+    devices: tuple[str, ...] = ("rpi5", "orin-nano-8gb", "orin-nx-16gb", "agx-orin-64gb", "t4", "xeon-gold-6248")
+    speed_min: float = 0.3
+    speed_max: float = 1.0
+    mem_frac_min: float = 0.05
+    mem_frac_max: float = 0.3
+    bits: tuple[int, ...] = (16, 8, 4, 2)
+    context_tokens: int = 512
+    kv_tokens: int = 2048
+    activation_tokens: int = 512
+    link_bw_min_bps: float = 100e6
+    link_bw_max_bps: float = 1e9
+    link_latency_min_s: float = 0.2e-3
+    link_latency_max_s: float = 2e-3
+    client_bw_min_bps: float = 20e6
+    client_bw_max_bps: float = 300e6
+    client_latency_min_s: float = 1e-3
+    client_latency_max_s: float = 5e-3
+    budget_min: float = 0.7
+    budget_max: float = 1.3
+    budget_ref_bits: int = 4
+    solve_ilp: bool = True
+    ilp_solver: str = "auto"
+    ilp_time_limit_s: float = 30.0
+    infeasible_penalty_s: float = 1.0
+    reward_time_scale_s: float = 1.0
+    obs_time_scale_s: float = 1e-3
+
+    def __post_init__(self) -> None:
+        require(len(self.models) >= 1, "models", self.models, "a non-empty list of catalog model names")
+        for m in self.models:
+            get_model(m)
+        require(len(self.devices) >= 1, "devices", self.devices, "a non-empty list of catalog device names")
+        for d in self.devices:
+            get_device(d)
+        require(1 <= self.n_servers <= 256, "n_servers", self.n_servers, "in [1, 256]")
+        require(len(self.bits) >= 1 and all(b in SUPPORTED_BITS for b in self.bits), "bits", self.bits,
+                f"a non-empty list from {SUPPORTED_BITS}")
+        require(all(a > b for a, b in zip(self.bits, self.bits[1:])), "bits", self.bits, "strictly decreasing")
+        require(self.budget_ref_bits in self.bits, "budget_ref_bits", self.budget_ref_bits, f"one of bits {self.bits}")
+        for lo, hi in (("speed_min", "speed_max"), ("mem_frac_min", "mem_frac_max"),
+                       ("link_bw_min_bps", "link_bw_max_bps"), ("link_latency_min_s", "link_latency_max_s"),
+                       ("client_bw_min_bps", "client_bw_max_bps"),
+                       ("client_latency_min_s", "client_latency_max_s"), ("budget_min", "budget_max")):
+            require(getattr(self, lo) >= 0, lo, getattr(self, lo), ">= 0")
+            require(getattr(self, hi) >= getattr(self, lo), hi, getattr(self, hi), f">= {lo}")
+        for name in ("speed_min", "mem_frac_min", "link_bw_min_bps", "client_bw_min_bps"):
+            require(getattr(self, name) > 0, name, getattr(self, name), "> 0")
+        for name in ("context_tokens", "kv_tokens", "activation_tokens"):
+            require(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
+        require(self.ilp_solver in ("auto", "highs", "cbc"), "ilp_solver", self.ilp_solver,
+                '"auto", "highs" or "cbc"')
+        require(self.ilp_time_limit_s > 0, "ilp_time_limit_s", self.ilp_time_limit_s, "> 0")
+        require(self.infeasible_penalty_s >= 0, "infeasible_penalty_s", self.infeasible_penalty_s, ">= 0")
+        require(self.reward_time_scale_s > 0, "reward_time_scale_s", self.reward_time_scale_s, "> 0")
+        require(self.obs_time_scale_s > 0, "obs_time_scale_s", self.obs_time_scale_s, "> 0")
+
+
+register_preset(ENV_KEY, "default", PlacementQuantScenario())
+register_preset(ENV_KEY, "small", PlacementQuantScenario(models=("opt-125m",), n_servers=3, solve_ilp=False))
+register_preset(ENV_KEY, "smollm2", PlacementQuantScenario(models=("smollm2-135m",), n_servers=6,
+                                                          bits=(16, 8, 4, 3, 2)))
+register_preset(ENV_KEY, "opt-350m", PlacementQuantScenario(models=("opt-350m",)))
+
+MAX_DRAWS = 100
+_ILP_CACHE: dict = {}
+
+
+def _solve_ilp_cached(p: PlacementProblem, solver: str, time_limit_s: float):
+    """DILEMMA's ILP on `p`, memoised per process on the instance's bytes: a benchmark that
+    replays the same seeds for every policy solves each instance once."""
+    import hashlib
+
+    from baselines.dilemma import solve_dilemma  # lazy: the core does not need the baselines otherwise
+
+    h = hashlib.sha256()
+    for arr in (p.compute_s, p.transfer_s, p.client_in_s, p.client_out_s, p.mem_bytes, p.capacity_bytes, p.error):
+        h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
+    key = (h.hexdigest(), p.budget, p.bits, solver, time_limit_s)
+    if key not in _ILP_CACHE:
+        if len(_ILP_CACHE) >= 512:
+            _ILP_CACHE.pop(next(iter(_ILP_CACHE)))
+        _ILP_CACHE[key] = solve_dilemma(p, solver=solver, time_limit_s=time_limit_s)
+    return _ILP_CACHE[key]
+
+
+def sample_problem(sc: PlacementQuantScenario, rng: np.random.Generator,
+                   error_cache: dict | None = None) -> tuple[PlacementProblem, str, tuple[str, ...]]:
+    """Draw one instance from the scenario (redrawn until every layer can take one common width,
+    which makes it feasible); returns the problem, the model name and the server device names."""
+    for _ in range(MAX_DRAWS):
+        name = sc.models[int(rng.integers(len(sc.models)))]
+        m = get_model(name)
+        L, S = m.n_layers, sc.n_servers
+        bits = np.asarray(sc.bits, dtype=float)
+        names = tuple(sc.devices[i] for i in rng.integers(len(sc.devices), size=S))
+        devs = [DEVICES[d] for d in names]
+        speed = rng.uniform(sc.speed_min, sc.speed_max, size=S)
+        flop = float(costs.layer_flop_decode(m, sc.context_tokens))
+        kv = costs.kv_bytes_per_token_layer(m)
+        read = costs.layer_weight_bytes(m, bits) + kv * sc.context_tokens  # (B,)
+        peak = np.array([d.peak_flops * d.compute_efficiency for d in devs])
+        mbw = np.array([d.mem_bw_Bps for d in devs])
+        compute = np.maximum(flop / peak[:, None], read[None, :] / mbw[:, None]) / speed[:, None]
+        act = float(costs.activation_bytes(m, 1))
+        iu = np.triu_indices(S, 1)
+        bw = np.zeros((S, S))
+        lat = np.zeros((S, S))
+        bw[iu] = rng.uniform(sc.link_bw_min_bps, sc.link_bw_max_bps, size=len(iu[0]))
+        lat[iu] = rng.uniform(sc.link_latency_min_s, sc.link_latency_max_s, size=len(iu[0]))
+        bw, lat = bw + bw.T, lat + lat.T
+        np.fill_diagonal(bw, 1.0)
+        transfer = lat + act * 8.0 / bw
+        np.fill_diagonal(transfer, 0.0)
+        cbw = rng.uniform(sc.client_bw_min_bps, sc.client_bw_max_bps, size=S)
+        clat = rng.uniform(sc.client_latency_min_s, sc.client_latency_max_s, size=S)
+        client = clat + act * 8.0 / cbw
+        mem = costs.layer_weight_bytes(m, bits) + kv * sc.kv_tokens
+        fp16_model = L * (costs.layer_weight_bytes(m, 16) + kv * sc.kv_tokens)
+        workspace = (2 * m.hidden + m.ffn) * 2.0 * sc.activation_tokens
+        free = np.minimum(rng.uniform(sc.mem_frac_min, sc.mem_frac_max, size=S) * fp16_model,
+                          np.array([d.mem_bytes for d in devs]) - workspace)
+        capacity = np.maximum(free, 0.0)
+        key = (name, tuple(sc.bits))
+        if error_cache is not None and key in error_cache:
+            err = error_cache[key]
+        else:
+            err = error_table(name, L, sc.bits)
+            if error_cache is not None:
+                error_cache[key] = err
+        ref = sc.bits.index(sc.budget_ref_bits)
+        budget = float(rng.uniform(sc.budget_min, sc.budget_max) * err[:, ref].sum())
+        p = PlacementProblem(compute, transfer, client, client.copy(), mem, capacity, err, budget,
+                             tuple(int(b) for b in sc.bits), float(costs.layer_params(m)))
+        if uniform_completion_exists(p, p.capacity_bytes, 0.0, 0):
+            return p, name, names
+    raise RuntimeError(f"no feasible instance in {MAX_DRAWS} draws: the scenario is too tight "
+                       "(raise mem_frac_*, budget_* or n_servers)")
+
+
+@dataclass
+class PlacementQuantState:
+    """What reference policies may read (`env.unwrapped.state`; read-only by convention).
+
+    `layer` is the next layer to place; servers[:layer] / bit_idx[:layer] the decisions so far;
+    free_bytes the memory left per server; spent the quality budget used; latency_s the per-token
+    time so far; prev_server the server of the previous layer (-1 before the first).
+    """
+
+    problem: PlacementProblem
+    model: str
+    devices: tuple[str, ...]
+    layer: int
+    servers: np.ndarray
+    bit_idx: np.ndarray
+    free_bytes: np.ndarray
+    spent: float
+    latency_s: float
+    prev_server: int
+    ilp: object | None = field(default=None)
+
+
+class PlacementQuantizationEnv(MaskedEnv):
+    """
+    ## Description
+    DILEMMA's problem (DESIGN 4.4): one LLM's transformer layers are placed on edge servers, each
+    layer with a bit-width (default {16, 8, 4, 2}), to minimise the per-token decode time
+    (compute of each layer on its server at its width, hops between consecutive layers on
+    different servers, the client's hops to the first and from the last layer) subject to each
+    server's free memory (weights at their width + fp16 KV cache, plus an activation workspace per
+    server used) and a quality budget: sum over layers of e_l(bits) <= epsilon. Errors: measured on
+    SmolLM2-135M's real weights, modelled for the other models (edgellm_gym.quantization). Every
+    episode draws a new instance (model, server devices and speeds, memory, links, budget).
+
+    ## Action Space
+    `Discrete(S * B)`: action a = server * B + bit_index places the current layer on server
+    `a // B` at width `bits[a % B]` (bits in decreasing order: index 0 is the highest width).
+
+    ## Observation Space
+    `Box(-1, 1, (S * (2B + 3) + B + 5,), float32)`. Per server: compute time of one layer at each
+    width; hop time into it (from the previous layer's server, or from the client for layer 0);
+    its hop time back to the client; whole layers it can still hold at each width / L; whether it
+    holds the previous layer. Times are squashed by t / (t + obs_time_scale_s). Then: layers placed
+    / L, layers left / L, budget used / epsilon, budget slack after the rest at their lowest error
+    / epsilon, L / 100, and the current layer's error at each width x L / epsilon, squashed.
+
+    ## Rewards
+    Minus the per-token time the step adds, / reward_time_scale_s (default 1 s): the layer's
+    compute on its server, plus the hop into it (client hop for layer 0, server change otherwise),
+    plus the hop back to the client for the last layer. The return of a completed episode is
+    minus the per-token latency. An episode that reaches a dead end (see Episode End) also gets
+    -infeasible_penalty_s / reward_time_scale_s. A masked action under
+    `invalid_action="penalize"` gives -invalid_action_penalty and changes nothing.
+
+    ## Action mask: what it guarantees
+    Action (s, b) is valid for layer l iff (1) the layer fits in server s's free memory at width b;
+    (2) quality: used + e_l(b) + sum over the later layers of their lowest error <= epsilon; and
+    (3) memory: after it, the later layers fit, whole, at the smallest width: sum over servers of
+    floor(free / size at the smallest width) >= layers left. These are necessary conditions, so
+    the mask never removes an action that has a feasible completion (the ILP optimum can always be
+    played), and following it memory and the budget are never exceeded. They are not sufficient
+    (an exact test is a bin-packing problem): a state where every action fails them ends the
+    episode as infeasible (terminated, with the penalty). `uniform_completion_exists` is a
+    sufficient test (the later layers can all take one common width); `safe_action_mask()` gives
+    the actions that keep it true, which never dead-ends (instances are drawn so that it holds at
+    the start); the heuristic baselines use it.
+
+    ## Starting State
+    A new instance from `sample_problem` with `np_random` (or `options["problem"]`, a
+    `PlacementProblem`, to replay a fixed one); layer 0 to place, all memory free.
+
+    ## Episode End
+    Terminated when the last layer is placed, or at a dead end (no action passes the mask).
+    Truncated after `max_invalid_streak` consecutive masked actions.
+
+    ## Arguments
+    `gymnasium.make("edgellm_gym/PlacementQuantization-v0", scenario="default", render_mode=None,
+    invalid_action="penalize", invalid_action_penalty=1.0, max_invalid_streak=100)`. `scenario`:
+    a preset name ("default": OPT-350M-class models on 8 servers with the ILP solved each episode;
+    "small": OPT-125M on 3 servers, no ILP; "smollm2": the measured table, widths {16, 8, 4, 3, 2};
+    "opt-350m": DILEMMA's model only), a YAML path, a dict or a `PlacementQuantScenario`.
+
+    ## Info
+    `action_mask`, `invalid_action`, `layer`, and at the end `episode_metrics`:
+    per_token_latency_s (plus the penalty when infeasible), completed (1/0), quantization_ratio
+    (bits used / bits at fp16, weighted by parameters), mean_bits, quality_used_frac (sum of errors /
+    epsilon), servers_used, transfer_share (hops / latency), and with `solve_ilp`: ilp_latency_s,
+    ilp_optimal (1 if proven optimal within the solver's gap), optimality_gap (latency / ILP - 1).
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    def __init__(self, scenario=None, render_mode: str | None = None, invalid_action: str = "penalize",
+                 invalid_action_penalty: float = 1.0, max_invalid_streak: int = 100) -> None:
+        super().__init__(render_mode, invalid_action, invalid_action_penalty, max_invalid_streak)
+        self.scenario = sc = resolve_scenario(PlacementQuantScenario, ENV_KEY, scenario)
+        S, B = sc.n_servers, len(sc.bits)
+        self.action_space = spaces.Discrete(S * B)
+        self._n_server_features = 2 * B + 3
+        n_obs = S * self._n_server_features + N_GLOBAL_BASE + B
+        self.observation_space = spaces.Box(-1.0, 1.0, (n_obs,), np.float32)
+        self._mask = np.zeros(S * B, dtype=bool)
+        self._error_cache: dict = {}
+        self.state: PlacementQuantState | None = None
+
+    # ----------------------------------------------------------------- reset
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        sc = self.scenario
+        if options and options.get("problem") is not None:
+            p = options["problem"]
+            if p.n_servers != sc.n_servers or tuple(p.bits) != tuple(sc.bits):
+                raise ValueError(f"options['problem'] must have {sc.n_servers} servers and bits {sc.bits}")
+            model, names = str(options.get("model", "given")), tuple(options.get("devices", ("?",) * p.n_servers))
+        else:
+            p, model, names = sample_problem(sc, self.np_random, self._error_cache)
+        L = p.n_layers
+        self.state = PlacementQuantState(problem=p, model=model, devices=names, layer=0,
+                                         servers=np.full(L, -1), bit_idx=np.full(L, -1),
+                                         free_bytes=p.capacity_bytes.astype(float).copy(), spent=0.0,
+                                         latency_s=0.0, prev_server=-1)
+        # constants of the episode
+        self._min_rest = np.concatenate([np.cumsum(p.error.min(axis=1)[::-1])[::-1], [0.0]])  # (L+1,)
+        self._w_min = float(p.mem_bytes.min())
+        self._transfer_s = 0.0
+        self._dead_end = False
+        self._steps_done = 0
+        if sc.solve_ilp:
+            self.state.ilp = _solve_ilp_cached(p, sc.ilp_solver, sc.ilp_time_limit_s)
+        self._update_mask()
+        return self._obs(), self._info()
+
+    # ------------------------------------------------------------------ step
+    def step(self, action):
+        if self.state is None:
+            raise RuntimeError("call reset() before step()")
+        a = self._check_action(action)
+        if a is None:
+            return self._invalid_step(self._obs(), self._info())
+        st, sc = self.state, self.scenario
+        p, B = st.problem, len(sc.bits)
+        s, b = divmod(a, B)
+        L, l = p.n_layers, st.layer
+        hop = p.client_in_s[s] if l == 0 else p.transfer_s[st.prev_server, s]
+        inc = p.compute_s[s, b] + hop + (p.client_out_s[s] if l == L - 1 else 0.0)
+        self._transfer_s += hop + (p.client_out_s[s] if l == L - 1 else 0.0)
+        st.servers[l], st.bit_idx[l] = s, b
+        st.free_bytes[s] -= p.mem_bytes[b]
+        st.spent += p.error[l, b]
+        st.latency_s += inc
+        st.prev_server = s
+        st.layer = l + 1
+        reward = -inc / sc.reward_time_scale_s
+        terminated = st.layer == L
+        if not terminated:
+            self._update_mask()
+            if not self._mask.any():
+                self._dead_end = terminated = True
+                reward -= sc.infeasible_penalty_s / sc.reward_time_scale_s
+        else:
+            self._mask[:] = False
+        info = self._info()
+        if terminated:
+            info["episode_metrics"] = self.episode_metrics()
+        return self._obs(), float(reward), terminated, False, info
+
+    # ----------------------------------------------------------------- masks
+    def _update_mask(self) -> None:
+        st = self.state
+        p, l = st.problem, st.layer
+        n_rest = p.n_layers - l - 1
+        free = st.free_bytes
+        after = free[:, None] - p.mem_bytes[None, :]  # (S, B)
+        fits = after >= -1e-6
+        budget_ok = st.spent + p.error[l] + self._min_rest[l + 1] <= p.budget * (1 + 1e-12) + 1e-15
+        if n_rest > 0:
+            per = np.floor(free / self._w_min + _EPS)
+            slots = per.sum() - per[:, None] + np.floor(np.maximum(after, 0.0) / self._w_min + _EPS)
+            mem_ok = slots >= n_rest
+        else:
+            mem_ok = True
+        self._mask[:] = (fits & budget_ok[None, :] & mem_ok).ravel()
+
+    def safe_action_mask(self) -> np.ndarray:
+        """The valid actions after which every later layer can still take one common width
+        (`uniform_completion_exists`): following these never dead-ends."""
+        st = self.state
+        p, l = st.problem, st.layer
+        free = st.free_bytes
+        after = free[:, None] - p.mem_bytes[None, :]  # (S, B) after the action
+        n_rest = p.n_layers - l - 1
+        if n_rest == 0:
+            return self._mask.copy()
+        per = np.floor(free[:, None] / p.mem_bytes[None, :] + _EPS)  # (S, C) slots now, witness width c
+        slots = (per.sum(axis=0)[None, None, :] - per[:, None, :]
+                 + np.floor(np.maximum(after, 0.0)[:, :, None] / p.mem_bytes[None, None, :] + _EPS))  # (S,B,C)
+        rest = p.error[l + 1:].sum(axis=0)  # (C,)
+        err_ok = st.spent + p.error[l][:, None] + rest[None, :] <= p.budget * (1 + 1e-12) + 1e-15  # (B, C)
+        ok = ((slots >= n_rest) & err_ok[None, :, :]).any(axis=2)
+        return self._mask & ok.ravel()
+
+    # --------------------------------------------------------- observations
+    def _obs(self) -> np.ndarray:
+        st, sc = self.state, self.scenario
+        p = st.problem
+        L, S, B = p.n_layers, p.n_servers, p.n_bits
+        l = min(st.layer, L - 1)
+        scale = sc.obs_time_scale_s
+        hop_in = p.client_in_s if st.prev_server < 0 else p.transfer_s[st.prev_server]
+        prev = np.zeros(S)
+        if st.prev_server >= 0:
+            prev[st.prev_server] = 1.0
+        per = np.empty((S, self._n_server_features))
+        per[:, :B] = squash(p.compute_s, scale)
+        per[:, B] = squash(hop_in, scale)
+        per[:, B + 1] = squash(p.client_out_s, scale)
+        per[:, B + 2: 2 * B + 2] = np.floor(st.free_bytes[:, None] / p.mem_bytes[None, :] + _EPS) / L
+        per[:, 2 * B + 2] = prev
+        eps = max(p.budget, 1e-12)
+        glob = np.empty(N_GLOBAL_BASE + B)
+        glob[0] = st.layer / L
+        glob[1] = (L - st.layer) / L
+        glob[2] = st.spent / eps
+        glob[3] = (p.budget - st.spent - self._min_rest[st.layer]) / eps
+        glob[4] = L / 100.0
+        glob[N_GLOBAL_BASE:] = squash(p.error[l] * L / eps, 1.0)
+        obs = np.concatenate([per.ravel(), glob]).astype(np.float32)
+        return np.clip(obs, -1.0, 1.0, out=obs)
+
+    def _info(self) -> dict:
+        return {"action_mask": self._mask.copy(), "invalid_action": False, "layer": self.state.layer}
+
+    # -------------------------------------------------------------- metrics
+    def episode_metrics(self) -> dict[str, float]:
+        st, sc = self.state, self.scenario
+        p, k = st.problem, st.layer
+        done = k == p.n_layers
+        bits = np.asarray(p.bits, dtype=float)[st.bit_idx[:k]] if k else np.zeros(1)
+        latency = st.latency_s + (0.0 if done else sc.infeasible_penalty_s)
+        out = {
+            "per_token_latency_s": float(latency),
+            "completed": float(done),
+            "quantization_ratio": quantization_ratio(bits) if k else 0.0,
+            "mean_bits": float(bits.mean()) if k else 0.0,
+            "quality_used_frac": float(st.spent / p.budget) if p.budget > 0 else 0.0,
+            "servers_used": float(len(np.unique(st.servers[:k]))),
+            "transfer_share": float(self._transfer_s / st.latency_s) if st.latency_s > 0 else 0.0,
+        }
+        if sc.solve_ilp:
+            ilp = st.ilp
+            opt = float(ilp.objective_s) if ilp is not None and ilp.placement is not None else float("nan")
+            out["ilp_latency_s"] = opt
+            out["ilp_optimal"] = float(ilp is not None and ilp.status == "optimal")
+            out["optimality_gap"] = latency / opt - 1.0 if opt > 0 else float("nan")
+        return out
+
+    def invariant_violations(self) -> list[str]:
+        st = self.state
+        p, k, bad = st.problem, st.layer, []
+        used = np.bincount(st.servers[:k], weights=p.mem_bytes[st.bit_idx[:k]], minlength=p.n_servers)
+        if np.any(used > p.capacity_bytes * (1 + 1e-9) + 1e-6):
+            bad.append(f"memory exceeded: used {used} > capacity {p.capacity_bytes}")
+        if not np.allclose(st.free_bytes, p.capacity_bytes - used, rtol=1e-9, atol=1e-3):
+            bad.append("free memory does not match the placed layers")
+        if st.spent > p.budget * (1 + 1e-9) + 1e-12:
+            bad.append(f"quality budget exceeded: {st.spent} > {p.budget}")
+        if np.any(st.servers[:k] < 0) or np.any(st.servers[k:] >= 0):
+            bad.append("placed layers do not match the layer counter")
+        if k == p.n_layers and abs(plan_latency_s(p, st.servers, st.bit_idx) - st.latency_s) > 1e-9:
+            bad.append("per-token latency differs from the sum of its parts")
+        if st.latency_s < 0:
+            bad.append("negative latency")
+        return bad
+
+    # ------------------------------------------------------------- rendering
+    def _render_ansi(self) -> str:
+        st = self.state
+        p = st.problem
+        lines = [f"{st.model}: layer {st.layer}/{p.n_layers}  latency {st.latency_s * 1e3:.3f} ms/token  "
+                 f"quality {st.spent:.4g}/{p.budget:.4g}  errors: {error_source(st.model)}"]
+        for s in range(p.n_servers):
+            layers = np.flatnonzero(st.servers == s)
+            desc = " ".join(f"{l}@{p.bits[st.bit_idx[l]]}b" for l in layers)
+            used = p.capacity_bytes[s] - st.free_bytes[s]
+            lines.append(f"  server {s} {st.devices[s]:<15} {used / 2**20:8.1f}/{p.capacity_bytes[s] / 2**20:8.1f} MiB"
+                         f"  {desc}")
+        return "\n".join(lines)
+
+    def _render_rgb(self) -> np.ndarray:
+        from ..render import bars_rgb
+
+        st = self.state
+        p = st.problem
+        labels = [f"{s}:{d}" for s, d in enumerate(st.devices)]
+        used = (p.capacity_bytes - st.free_bytes) / 2**20
+        return bars_rgb(labels, used, p.capacity_bytes / 2**20, unit="MiB",
+                        title=f"{st.model}: layer {st.layer}/{p.n_layers}, memory used per server")
