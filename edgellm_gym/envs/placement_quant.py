@@ -115,6 +115,62 @@ def uniform_completion_exists(p: PlacementProblem, free_bytes, spent: float, nex
     return bool(np.any((slots >= n) & (spent + rest <= p.budget * (1 + 1e-12) + 1e-15)))
 
 
+def _hull_segments(mem: np.ndarray, err_row: np.ndarray) -> list[tuple[float, float]]:
+    """(bytes added, error removed) along the lower convex hull of the points (mem_b, e(b)),
+    from the smallest width up; widths that cost bytes without lowering the error are skipped."""
+    hull: list[int] = []
+    for i in np.argsort(mem, kind="stable"):
+        if hull and err_row[i] >= err_row[hull[-1]]:
+            continue
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            # b lies on or above the chord a -> i: not on the lower hull
+            if (err_row[b] - err_row[a]) * (mem[i] - mem[a]) >= (err_row[i] - err_row[a]) * (mem[b] - mem[a]):
+                hull.pop()
+            else:
+                break
+        hull.append(int(i))
+    return [(float(mem[b] - mem[a]), float(err_row[a] - err_row[b])) for a, b in zip(hull, hull[1:])]
+
+
+def error_lower_bounds(p: PlacementProblem) -> list[tuple[float, float, np.ndarray, np.ndarray]]:
+    """For each first layer k (0..L): the LP relaxation of "least total error of layers k..L-1 within
+    M bytes" (a multiple-choice knapsack), as (bytes at the smallest widths, their error, cumulative
+    bytes, cumulative error removed) over the hull segments by decreasing error per byte."""
+    segs = [_hull_segments(p.mem_bytes, p.error[j]) for j in range(p.n_layers)]
+    w_min = float(p.mem_bytes.min())
+    e_at_min = p.error[:, int(np.argmin(p.mem_bytes))]
+    out = []
+    for k in range(p.n_layers + 1):
+        all_segs = [sg for j in range(k, p.n_layers) for sg in segs[j]]
+        if all_segs:
+            dw, de = np.array(all_segs).T
+            order = np.argsort(-de / dw, kind="stable")
+            cw, ce = np.cumsum(dw[order]), np.cumsum(de[order])
+        else:
+            cw = ce = np.zeros(0)
+        out.append(((p.n_layers - k) * w_min, float(e_at_min[k:].sum()), cw, ce))
+    return out
+
+
+def lp_error_bound(bound: tuple[float, float, np.ndarray, np.ndarray], free_total) -> np.ndarray:
+    """A lower bound on the total error of the layers `bound` covers within `free_total` bytes
+    (inf where even the smallest widths do not fit)."""
+    base_mem, base_err, cw, ce = bound
+    extra = np.asarray(free_total, dtype=float) - base_mem
+    if cw.size == 0:
+        return np.where(extra >= -1e-6, base_err, np.inf)
+    i = np.searchsorted(cw, np.maximum(extra, 0.0))
+    done_w = np.where(i > 0, cw[np.maximum(i - 1, 0)], 0.0)
+    done_e = np.where(i > 0, ce[np.maximum(i - 1, 0)], 0.0)
+    j = np.minimum(i, cw.size - 1)
+    seg_w = cw[j] - np.where(j > 0, cw[np.maximum(j - 1, 0)], 0.0)
+    seg_e = ce[j] - np.where(j > 0, ce[np.maximum(j - 1, 0)], 0.0)
+    frac = np.where(i < cw.size, np.clip((extra - done_w) / np.where(seg_w > 0, seg_w, 1.0), 0.0, 1.0), 0.0)
+    removed = np.where(i < cw.size, done_e + frac * seg_e, ce[-1])
+    return np.where(extra >= -1e-6, base_err - removed, np.inf)
+
+
 @dataclass(frozen=True)
 class PlacementQuantScenario:
     """How instances are drawn, one per episode (so a policy must generalise across them).
@@ -193,7 +249,8 @@ class PlacementQuantScenario:
 
 
 register_preset(ENV_KEY, "default", PlacementQuantScenario())
-register_preset(ENV_KEY, "small", PlacementQuantScenario(models=("opt-125m",), n_servers=3, solve_ilp=False))
+register_preset(ENV_KEY, "small", PlacementQuantScenario(models=("opt-125m",), n_servers=3, mem_frac_min=0.15,
+                                                        mem_frac_max=0.5, solve_ilp=False))
 register_preset(ENV_KEY, "smollm2", PlacementQuantScenario(models=("smollm2-135m",), n_servers=6,
                                                           bits=(16, 8, 4, 3, 2)))
 register_preset(ENV_KEY, "opt-350m", PlacementQuantScenario(models=("opt-350m",)))
@@ -330,9 +387,12 @@ class PlacementQuantizationEnv(MaskedEnv):
 
     ## Action mask: what it guarantees
     Action (s, b) is valid for layer l iff (1) the layer fits in server s's free memory at width b;
-    (2) quality: used + e_l(b) + sum over the later layers of their lowest error <= epsilon; and
+    (2) quality: used + e_l(b) + sum over the later layers of their lowest error <= epsilon;
     (3) memory: after it, the later layers fit, whole, at the smallest width: sum over servers of
-    floor(free / size at the smallest width) >= layers left. These are necessary conditions, so
+    floor(free / size at the smallest width) >= layers left; and (4) jointly: used + e_l(b) + a
+    lower bound on the later layers' error within the bytes they can still use <= epsilon (the LP
+    relaxation of that multiple-choice knapsack, with server s able to use at most
+    min(free_s, floor(free_s / smallest size) x largest size) bytes). These are necessary conditions, so
     the mask never removes an action that has a feasible completion (the ILP optimum can always be
     played), and following it memory and the budget are never exceeded. They are not sufficient
     (an exact test is a bin-packing problem): a state where every action fails them ends the
@@ -353,7 +413,7 @@ class PlacementQuantizationEnv(MaskedEnv):
     `gymnasium.make("edgellm_gym/PlacementQuantization-v0", scenario="default", render_mode=None,
     invalid_action="penalize", invalid_action_penalty=1.0, max_invalid_streak=100)`. `scenario`:
     a preset name ("default": OPT-350M-class models on 8 servers with the ILP solved each episode;
-    "small": OPT-125M on 3 servers, no ILP; "smollm2": the measured table, widths {16, 8, 4, 3, 2};
+    "small": OPT-125M on 3 servers with more memory, no ILP; "smollm2": the measured table, widths {16, 8, 4, 3, 2};
     "opt-350m": DILEMMA's model only), a YAML path, a dict or a `PlacementQuantScenario`.
 
     ## Info
@@ -399,6 +459,7 @@ class PlacementQuantizationEnv(MaskedEnv):
         # constants of the episode
         self._min_rest = np.concatenate([np.cumsum(p.error.min(axis=1)[::-1])[::-1], [0.0]])  # (L+1,)
         self._w_min = float(p.mem_bytes.min())
+        self._lp_bounds = error_lower_bounds(p)
         self._transfer_s = 0.0
         self._dead_end = False
         self._steps_done = 0
@@ -454,9 +515,18 @@ class PlacementQuantizationEnv(MaskedEnv):
             per = np.floor(free / self._w_min + _EPS)
             slots = per.sum() - per[:, None] + np.floor(np.maximum(after, 0.0) / self._w_min + _EPS)
             mem_ok = slots >= n_rest
+            # joint: a lower bound (LP relaxation) on the later layers' error within the bytes they can
+            # use, an upper bound per server of min(free, whole layers that fit x largest layer size)
+            w_max = p.mem_bytes.max()
+            usable = np.minimum(free, per * w_max)
+            after_c = np.maximum(after, 0.0)
+            usable_after = usable.sum() - usable[:, None] + np.minimum(
+                after_c, np.floor(after_c / self._w_min + _EPS) * w_max)  # (S, B)
+            lp = lp_error_bound(self._lp_bounds[l + 1], usable_after)
+            joint_ok = st.spent + p.error[l][None, :] + lp <= p.budget * (1 + 1e-9) + 1e-12
         else:
-            mem_ok = True
-        self._mask[:] = (fits & budget_ok[None, :] & mem_ok).ravel()
+            mem_ok = joint_ok = True
+        self._mask[:] = (fits & budget_ok[None, :] & mem_ok & joint_ok).ravel()
 
     def safe_action_mask(self) -> np.ndarray:
         """The valid actions after which every later layer can still take one common width

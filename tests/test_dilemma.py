@@ -1,0 +1,131 @@
+"""DILEMMA's ILP: exact on tiny instances, never worse than the heuristics, honest about infeasibility."""
+
+import itertools
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import edgellm_gym  # noqa: F401
+from baselines.base import make_policy, policies_for
+from baselines.dilemma import available_solvers, solve_dilemma
+from edgellm_gym.envs.placement_quant import (PlacementProblem, plan_latency_s, plan_violations,
+                                              uniform_completion_exists)
+
+ENV_ID = "edgellm_gym/PlacementQuantization-v0"
+SOLVERS = available_solvers()
+
+
+def random_problem(rng, L=3, S=2, bits=(8, 4), tight=0.6) -> PlacementProblem:
+    B = len(bits)
+    speed = rng.uniform(0.5, 2.0, size=S)
+    compute = (np.asarray(bits, float)[None, :] / 8.0) * 1e-3 / speed[:, None]
+    t = rng.uniform(0.2e-3, 2e-3, size=(S, S))
+    transfer = (t + t.T) / 2
+    np.fill_diagonal(transfer, 0.0)
+    client = rng.uniform(1e-3, 5e-3, size=S)
+    mem = np.asarray(bits, float) * 1e6 + 1e6
+    capacity = rng.uniform(0.3, 1.0, size=S) * L * mem[0]
+    error = rng.uniform(0.5, 1.5, size=(L, 1)) * (1.0 / (2.0 ** np.asarray(bits, float) - 1))[None, :]
+    budget = tight * error[:, -1].sum() + (1 - tight) * error[:, 0].sum()
+    return PlacementProblem(compute, transfer, client, client.copy(), mem, capacity, error, float(budget),
+                            tuple(bits))
+
+
+def brute_force(p: PlacementProblem):
+    best = (np.inf, None)
+    for choice in itertools.product(range(p.n_servers * p.n_bits), repeat=p.n_layers):
+        servers, bit_idx = np.divmod(np.asarray(choice), p.n_bits)
+        if not plan_violations(p, servers, bit_idx):
+            best = min(best, (plan_latency_s(p, servers, bit_idx), choice), key=lambda t: t[0])
+    return best[0]
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_ilp_equals_brute_force_on_tiny_instances(solver):
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(12):
+        p = random_problem(rng)
+        best = brute_force(p)
+        sol = solve_dilemma(p, solver=solver)
+        if np.isfinite(best):
+            checked += 1
+            assert sol.status == "optimal"
+            assert sol.objective_s == pytest.approx(best, rel=1e-6)
+            assert not plan_violations(p, sol.placement, sol.bit_idx)
+        else:
+            assert sol.status == "infeasible" and sol.placement is None
+    assert checked >= 6
+
+
+def test_pairwise_and_flow_linearisations_agree():
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        p = random_problem(rng, L=4, S=3, bits=(16, 8, 4))
+        a, b = solve_dilemma(p, formulation="flow"), solve_dilemma(p, formulation="pairwise")
+        assert a.status == b.status
+        if a.status == "optimal":
+            assert a.objective_s == pytest.approx(b.objective_s, rel=1e-6)
+
+
+def test_infeasible_instances_are_reported_never_answered():
+    rng = np.random.default_rng(2)
+    p = random_problem(rng)
+    too_small = PlacementProblem(p.compute_s, p.transfer_s, p.client_in_s, p.client_out_s, p.mem_bytes,
+                                 p.mem_bytes.min() * np.ones(p.n_servers) * 0.9, p.error, p.budget, p.bits)
+    no_budget = PlacementProblem(p.compute_s, p.transfer_s, p.client_in_s, p.client_out_s, p.mem_bytes,
+                                 p.capacity_bytes, p.error, p.error.min(axis=1).sum() * 0.5, p.bits)
+    # memory: every layer fits alone somewhere, but not all three together
+    packed = PlacementProblem(p.compute_s, p.transfer_s, p.client_in_s, p.client_out_s, p.mem_bytes,
+                              np.full(p.n_servers, p.mem_bytes.min() * 1.2), p.error, 1e9, p.bits)
+    for q in (too_small, no_budget, packed):
+        for solver in SOLVERS:
+            sol = solve_dilemma(q, solver=solver)
+            assert sol.status == "infeasible" and sol.placement is None and np.isnan(sol.objective_s)
+
+
+def test_solution_reports_ratio_sizes_and_times():
+    p = random_problem(np.random.default_rng(3), L=4, S=3, bits=(16, 8, 4))
+    sol = solve_dilemma(p)
+    assert sol.status == "optimal"
+    assert sol.quantization_ratio == pytest.approx(np.mean(sol.bits) / 16)
+    assert sol.n_binaries > 0 and sol.n_variables > sol.n_binaries and sol.n_constraints > 0
+    assert sol.solve_time_s >= 0 and sol.build_time_s >= 0
+    assert np.array_equal(sol.actions(p.n_bits), sol.placement * p.n_bits + sol.bit_idx)
+
+
+def _play(env, policy, seed, problem):
+    obs, info = env.reset(seed=seed, options={"problem": problem})
+    policy.reset(env, seed=seed)
+    while True:
+        obs, r, term, trunc, info = env.step(policy.act(obs, info))
+        if term or trunc:
+            return info["episode_metrics"]
+
+
+def test_ilp_is_never_worse_than_any_heuristic_on_random_small_instances():
+    env = gym.make(ENV_ID, scenario={"models": ["opt-125m"], "n_servers": 3, "solve_ilp": False,
+                                     "bits": [16, 8, 4, 2]})
+    names = [n for n, (_, kind) in policies_for(ENV_ID).items() if kind == "baseline"]
+    base = env.unwrapped
+    checked = 0
+    for seed in range(6):
+        base.reset(seed=seed)
+        p = base.state.problem
+        # fewer layers keep the ILP fast: the first 6 layers of the drawn instance, half the memory
+        small = PlacementProblem(p.compute_s, p.transfer_s, p.client_in_s, p.client_out_s, p.mem_bytes,
+                                 p.capacity_bytes * 0.5, p.error[:6], p.budget * 0.5, p.bits)
+        if not uniform_completion_exists(small, small.capacity_bytes, 0.0, 0):
+            continue  # the heuristics are guaranteed to finish only where a common width fits
+        checked += 1
+        sol = solve_dilemma(small)
+        assert sol.status == "optimal"
+        ilp_metrics = _play(env, make_policy(ENV_ID, "dilemma"), seed, small)
+        assert ilp_metrics["completed"] == 1.0
+        assert ilp_metrics["per_token_latency_s"] == pytest.approx(sol.objective_s, rel=1e-9)
+        for name in names:
+            m = _play(env, make_policy(ENV_ID, name), seed, small)
+            assert m["completed"] == 1.0, name
+            assert sol.objective_s <= m["per_token_latency_s"] * (1 + 1e-6), name
+    assert checked >= 3

@@ -1,0 +1,195 @@
+"""PlacementQuantization-v0: masks keep memory and the budget, the return is minus the latency,
+the safe mask never dead-ends, scenarios validate."""
+
+import os
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import edgellm_gym  # noqa: F401
+from edgellm_gym.envs.placement_quant import (PlacementQuantScenario, plan_latency_s, plan_violations,
+                                              sample_problem, uniform_completion_exists)
+from edgellm_gym.scenario import presets
+
+ENV_ID = "edgellm_gym/PlacementQuantization-v0"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIGHT = {"models": ["opt-125m", "smollm2-135m"], "n_servers": 4, "solve_ilp": False, "mem_frac_min": 0.1,
+         "mem_frac_max": 0.35, "budget_min": 0.6, "budget_max": 1.2}
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), actions=st.lists(st.integers(0, 15), min_size=1, max_size=80))
+def test_memory_and_budget_are_never_exceeded_under_any_actions(seed, actions):
+    env = gym.make(ENV_ID, scenario=TIGHT)
+    base = env.unwrapped
+    obs, info = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    for a in actions:
+        if rng.random() < 0.7:  # mostly valid actions, some masked ones
+            a = int(rng.choice(np.flatnonzero(info["action_mask"])))
+        obs, r, term, trunc, info = env.step(a)
+        assert base.invariant_violations() == []
+        assert env.observation_space.contains(obs)
+        if term or trunc:
+            m = info["episode_metrics"]
+            p, s = base.state.problem, base.state
+            if m["completed"]:
+                assert plan_violations(p, s.servers, s.bit_idx) == []
+            assert m["quality_used_frac"] <= 1 + 1e-9
+            obs, info = env.reset()
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_following_the_safe_mask_always_completes(seed):
+    env = gym.make(ENV_ID, scenario=TIGHT)
+    base = env.unwrapped
+    obs, info = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    assert uniform_completion_exists(base.state.problem, base.state.free_bytes, 0.0, 0)
+    while True:
+        safe = base.safe_action_mask()
+        assert safe.any() and np.all(info["action_mask"][safe])
+        obs, r, term, trunc, info = env.step(int(rng.choice(np.flatnonzero(safe))))
+        if term or trunc:
+            break
+    assert info["episode_metrics"]["completed"] == 1.0
+
+
+def test_return_is_minus_the_per_token_latency():
+    env = gym.make(ENV_ID, scenario="small")
+    obs, info = env.reset(seed=0)
+    base, total, rng = env.unwrapped, 0.0, np.random.default_rng(0)
+    while True:
+        obs, r, term, trunc, info = env.step(int(rng.choice(np.flatnonzero(base.safe_action_mask()))))
+        total += r
+        if term or trunc:
+            break
+    m, s = info["episode_metrics"], base.state
+    assert m["completed"] == 1.0
+    assert total == pytest.approx(-m["per_token_latency_s"], rel=1e-12)
+    assert m["per_token_latency_s"] == pytest.approx(plan_latency_s(s.problem, s.servers, s.bit_idx), rel=1e-12)
+    bits = np.asarray(s.problem.bits)[s.bit_idx]
+    assert m["quantization_ratio"] == pytest.approx(bits.mean() / 16)
+
+
+def test_action_index_is_server_times_widths_plus_width_index():
+    env = gym.make(ENV_ID, scenario="small")
+    env.reset(seed=1)
+    base = env.unwrapped
+    a = int(np.flatnonzero(base.action_masks())[-1])
+    B = len(base.scenario.bits)
+    env.step(a)
+    assert base.state.servers[0] == a // B and base.state.bit_idx[0] == a % B
+
+
+def test_mask_removes_a_width_that_would_break_the_budget():
+    env = gym.make(ENV_ID, scenario={**TIGHT, "models": ["opt-125m"], "budget_min": 0.05, "budget_max": 0.05, "bits": [16, 2],
+                                     "budget_ref_bits": 2, "mem_frac_min": 0.3, "mem_frac_max": 0.3})
+    env.reset(seed=0)
+    mask = env.unwrapped.action_masks().reshape(4, 2)
+    assert mask[:, 0].any() and not mask[:, 1].any()  # 2 bits on layer 0 alone exceeds 5% of all-2-bit error
+
+
+def test_ilp_metrics_and_gap_when_the_scenario_asks():
+    env = gym.make(ENV_ID, scenario={"models": ["opt-125m"], "n_servers": 2, "bits": [8, 4], "budget_ref_bits": 4,
+                                     "solve_ilp": True})
+    from baselines.base import make_policy
+    from training.benchmark import run_episode
+
+    ilp = run_episode(env, make_policy(ENV_ID, "dilemma"), seed=0)
+    assert ilp["ilp_optimal"] == 1.0 and abs(ilp["optimality_gap"]) < 1e-6
+    other = run_episode(env, make_policy(ENV_ID, "fp16_greedy"), seed=0)
+    assert other["ilp_latency_s"] == ilp["ilp_latency_s"] and other["optimality_gap"] >= -1e-6
+
+
+def test_instances_vary_between_episodes():
+    sc = presets("PlacementQuantization")["default"]
+    rng = np.random.default_rng(0)
+    a, _, _ = sample_problem(sc, rng)
+    b, _, _ = sample_problem(sc, rng)
+    assert not np.array_equal(a.capacity_bytes, b.capacity_bytes)
+
+
+def test_yaml_file_equals_the_default_preset():
+    path = os.path.join(ROOT, "scenarios", "placement_quant", "default.yml")
+    env = gym.make(ENV_ID, scenario=path)
+    assert env.unwrapped.scenario == presets("PlacementQuantization")["default"]
+
+
+def test_smollm2_preset_uses_the_measured_table():
+    from edgellm_gym.quantization import measured_table
+
+    env = gym.make(ENV_ID, scenario={"models": ["smollm2-135m"], "n_servers": 6, "bits": [16, 8, 4, 3, 2],
+                                     "solve_ilp": False})
+    env.reset(seed=0)
+    assert np.allclose(env.unwrapped.state.problem.error[:, 1:], measured_table("smollm2-135m"))
+    assert presets("PlacementQuantization")["smollm2"].bits == (16, 8, 4, 3, 2)
+
+
+@pytest.mark.parametrize("scenario,field", [
+    ({"n_server": 3}, "n_server"),
+    ({"n_servers": 0}, "n_servers"),
+    ({"models": ["gpt-9"]}, "gpt-9"),
+    ({"devices": []}, "devices"),
+    ({"bits": [4, 8]}, "bits"),
+    ({"bits": [16, 5]}, "bits"),
+    ({"budget_ref_bits": 3}, "budget_ref_bits"),
+    ({"mem_frac_min": -0.1}, "mem_frac_min"),
+    ({"speed_min": 0.9, "speed_max": 0.5}, "speed_max"),
+    ({"kv_tokens": -1}, "kv_tokens"),
+    ({"ilp_solver": "gurobi"}, "ilp_solver"),
+    ({"reward_time_scale_s": 0}, "reward_time_scale_s"),
+    ("missing.yml", "missing.yml"),
+])
+def test_bad_scenarios_raise_naming_the_field(scenario, field):
+    with pytest.raises(ValueError, match=field):
+        gym.make(ENV_ID, scenario=scenario)
+
+
+def test_a_scenario_too_tight_to_draw_raises():
+    env = gym.make(ENV_ID, scenario={"solve_ilp": False, "mem_frac_min": 1e-4, "mem_frac_max": 1e-4, "n_servers": 2})
+    with pytest.raises(RuntimeError, match="too tight"):
+        env.reset(seed=0)
+
+
+def test_replayed_problem_must_match_the_scenario_shape():
+    env = gym.make(ENV_ID, scenario="small")
+    env.reset(seed=0)
+    p = env.unwrapped.state.problem
+    other = gym.make(ENV_ID, scenario={"models": ["opt-125m"], "n_servers": 4, "solve_ilp": False})
+    with pytest.raises(ValueError, match="servers"):
+        other.reset(seed=0, options={"problem": p})
+    assert isinstance(PlacementQuantScenario(), PlacementQuantScenario)
+
+
+def test_a_dead_end_terminates_with_the_penalty_and_never_breaks_a_limit():
+    env = gym.make(ENV_ID, scenario={**TIGHT, "n_servers": 3, "infeasible_penalty_s": 2.0})
+    rng = np.random.default_rng(0)
+    for seed in range(200):
+        obs, info = env.reset(seed=seed)
+        while True:
+            obs, r, term, trunc, info = env.step(int(rng.choice(np.flatnonzero(info["action_mask"]))))
+            if term or trunc:
+                break
+        m = info["episode_metrics"]
+        if m["completed"] == 0.0:
+            assert term and r < -2.0 and env.unwrapped.invariant_violations() == []
+            assert m["per_token_latency_s"] == pytest.approx(env.unwrapped.state.latency_s + 2.0)
+            return
+    pytest.fail("no dead end reached by random masked play")
+
+
+def test_lp_error_bound_on_a_hand_computed_case():
+    from edgellm_gym.envs.placement_quant import PlacementProblem, error_lower_bounds, lp_error_bound
+
+    # two layers, widths of 1 and 2 bytes with errors 1 and 0 (layer 0), 2 and 0 (layer 1)
+    z = np.zeros(1)
+    p = PlacementProblem(np.zeros((1, 2)), np.zeros((1, 1)), z, z, np.array([2.0, 1.0]), np.array([9.0]),
+                         np.array([[0.0, 1.0], [0.0, 2.0]]), 3.0, (16, 8))
+    b = error_lower_bounds(p)[0]
+    # 2 bytes: both small (error 3); 3 bytes: upgrade layer 1 first (2 per byte): 1; 3.5 bytes: 0.5
+    assert lp_error_bound(b, [1.0, 2.0, 3.0, 3.5, 4.0, 9.0]).tolist() == [np.inf, 3.0, 1.0, 0.5, 0.0, 0.0]
