@@ -54,8 +54,9 @@ GOLDEN = {
 
 
 def trajectory_sha256(env_id: str, preset: str, seed: int, steps: int = STEPS, invalid_share: float = 0.0) -> str:
-    """sha256 over a rollout (`preset`: a preset name or a scenario dict) of masked random actions (see the module docstring); with
-    `invalid_share`, that share of the steps takes a masked-out action instead (when there is one)."""
+    """sha256 over a rollout of masked random actions (see the module docstring). `preset`: a
+    preset name or a scenario dict; with `invalid_share`, that share of the steps takes a
+    masked-out action instead (when there is one)."""
     env = gym.make(env_id, scenario=preset).unwrapped
     rng = np.random.default_rng(seed)
     h = hashlib.sha256()

@@ -10,6 +10,7 @@ bandwidth-chain and reward details below are our choices, stated where made.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import functools
 import os
@@ -33,6 +34,8 @@ ENV_KEY = "EdgeCloudOffload"
 N_ACTION_FEATURES = 7
 N_REQUEST_FEATURES = 5
 MAX_CHAIN_STEPS = 256  # bandwidth slots beyond this are drawn from P^256 (the chain has mixed by then)
+# columns of the per-action table (EdgeCloudState.table)
+BACKLOG, UPLOAD, WAIT, COMPUTE, DOWNLOAD, LATENCY, ENERGY, FREE_MEM = range(8)
 BITS = (2, 3, 4, 8, 16, 32)
 
 
@@ -226,6 +229,8 @@ class EdgeCloudState:
     (edge servers 0..M-1, then the cloud), what dispatching it there would give: upload and
     download times at the current bandwidth, queueing wait, compute time, total latency, and
     the weighted transmission + inference energy `w_tran E_tran + w_infer E_infer` (J).
+    The per-action arrays are columns of one table (`table`, action x quantity, updated in
+    place at every step).
     """
 
     now_s: float
@@ -237,15 +242,41 @@ class EdgeCloudState:
     requirement_s: float
     valid: np.ndarray
     bw_bps: np.ndarray
-    backlog_s: np.ndarray
-    free_mem_bytes: np.ndarray
-    upload_s: np.ndarray
-    wait_s: np.ndarray
-    compute_s: np.ndarray
-    download_s: np.ndarray
-    latency_s: np.ndarray
-    energy_j: np.ndarray
+    table: np.ndarray
     n_edge: int
+
+    @property
+    def backlog_s(self) -> np.ndarray:
+        return self.table[:, BACKLOG]
+
+    @property
+    def free_mem_bytes(self) -> np.ndarray:
+        """Free edge memory (B) now; +inf for the cloud (not modelled)."""
+        return self.table[:, FREE_MEM]
+
+    @property
+    def upload_s(self) -> np.ndarray:
+        return self.table[:, UPLOAD]
+
+    @property
+    def wait_s(self) -> np.ndarray:
+        return self.table[:, WAIT]
+
+    @property
+    def compute_s(self) -> np.ndarray:
+        return self.table[:, COMPUTE]
+
+    @property
+    def download_s(self) -> np.ndarray:
+        return self.table[:, DOWNLOAD]
+
+    @property
+    def latency_s(self) -> np.ndarray:
+        return self.table[:, LATENCY]
+
+    @property
+    def energy_j(self) -> np.ndarray:
+        return self.table[:, ENERGY]
 
 
 class EdgeCloudOffloadEnv(MaskedEnv):
@@ -339,20 +370,32 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         else:
             self._trace = None
             self._level_cdf = markov_level_cdfs(len(sc.bw_levels), sc.bw_stay_prob)
+            self._level_cdf_rows = self._level_cdf.tolist()  # [k][level]: a cumulative row, for bisect
             self._levels = np.asarray(sc.bw_levels, dtype=float)
+            self._level_list = self._levels.tolist()
             self._allowed_bps = [self._nominal_bps[j] * self._levels for j in range(m + 1)]
             top = self._nominal_bps * self._levels[-1]
         self._top_bps = top
         self._mem_free0 = self._mem_total - self._mem_weights  # free memory of an empty edge server
         self._tran_w = sc.w_tran * self._p_tx
-        self._tx_s = np.zeros(m + 1)
-        self._s_per_byte = np.zeros(m + 1)  # transmit seconds per byte, updated with the bandwidth
-        # no stored views into this buffer: pickling would split them from it
-        self._obs_buf = np.zeros(k + N_REQUEST_FEATURES + N_ACTION_FEATURES * (m + 1), dtype=np.float32)
+        # the step path works on Python floats: per unit or action, a handful of scalars each
+        # (faster than numpy calls on arrays of M+1 elements)
+        self._p_idle_list, self._p_tx_list = self._p_idle.tolist(), self._p_tx.tolist()
+        self._p_busy_list, self._latency_list = self._p_busy_action.tolist(), self._latency_s.tolist()
+        self._tran_w_list, self._hosted_rows = self._tran_w.tolist(), self._hosted.tolist()
+        self._mem_free0_list, self._mem_total_list = self._mem_free0.tolist(), self._mem_total.tolist()
+        self._top_list, self._nominal_list = self._top_bps.tolist(), self._nominal_bps.tolist()
+        # observation features, action by action (the observation's layout), float32; the last
+        # two are squashed x / (x + 1) in float32, as x / (c x + 1) over all (c = 1 there, else 0)
+        self._obs_act = np.zeros((m + 1, N_ACTION_FEATURES), dtype=np.float32)
+        self._obs_c = np.zeros((m + 1, N_ACTION_FEATURES), dtype=np.float32)
+        self._obs_c[:, 5:7] = 1.0
+        self._obs_tmp = np.zeros((m + 1, N_ACTION_FEATURES), dtype=np.float32)
         self.action_space = spaces.Discrete(m + 1)
         self.observation_space = spaces.Box(-1.0, 1.0, (k + N_REQUEST_FEATURES + N_ACTION_FEATURES * (m + 1),),
                                             np.float32)
         self._mask = np.zeros(m + 1, dtype=bool)
+        self._mask[m] = True  # the cloud is always valid
         self.state: EdgeCloudState | None = None
 
     # ----------------------------------------------------------------- reset
@@ -386,20 +429,25 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         # per request and action: compute time and weighted inference energy (constant over the episode)
         self._compute_a = np.repeat(self._compute, [m, 1], axis=1)  # (n, M+1)
         self._infer_j = sc.w_infer * self._p_busy_action * self._compute_a
+        # per request: Python-number copies for the step path, and its part of the observation
+        self._svc_list, self._arrival_list = svc.tolist(), self._arrival.tolist()
+        self._kv_list, self._requirement_list = self._kv.tolist(), self._requirement.tolist()
+        self._up_list, self._down_list = self._up_bytes.tolist(), self._down_bytes.tolist()
+        self._obs_request = self._request_features(svc)
 
         # servers, links, accounting
         self._t0 = float(self._arrival[0])
         u = m + sc.cloud_gpus
-        self._free_at = np.full(u, self._t0)
+        self._free_at = [self._t0] * u  # per unit (M edge servers, then the cloud GPUs)
+        self._ready = [self._t0] * (m + 1)  # per action: when its server (the first free GPU) is free
         self._jobs: list[deque] = [deque() for _ in range(u)]  # (start, end, kv bytes) not yet finished
-        self._kv_reserved = np.zeros(m)
+        self._kv_reserved = [0.0] * m
+        self._bw = np.empty(m + 1)
         if self._trace is None:
-            self._level = rng.integers(len(sc.bw_levels), size=m + 1)
-            self._bw = self._nominal_bps * self._levels[self._level]
-            np.divide(8.0, self._bw, out=self._s_per_byte)
+            self._level = rng.integers(len(sc.bw_levels), size=m + 1).tolist()
+            self._set_bandwidth((self._nominal_bps * self._levels[self._level]).tolist())
         else:
             self._trace_offset = rng.uniform(0.0, self._trace[1], size=m + 1)
-            self._bw = np.empty(m + 1)
             self._set_trace_bw(self._t0)
         self._slot = 0
         self._i = 0
@@ -409,15 +457,21 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         self._e_tran = self._e_infer = self._e_idle = 0.0
         self._completed = 0
         self._segments: deque = deque(maxlen=80)
+        table = np.zeros((m + 1, 8))
         self.state = EdgeCloudState(
             now_s=self._now, request=0, service=0, prompt_tokens=0, output_tokens=0, upload_bytes=0.0,
-            requirement_s=0.0, valid=self._mask, bw_bps=self._bw, backlog_s=np.zeros(m + 1),
-            free_mem_bytes=np.zeros(m + 1), upload_s=np.zeros(m + 1), wait_s=np.zeros(m + 1),
-            compute_s=np.zeros(m + 1), download_s=np.zeros(m + 1), latency_s=np.zeros(m + 1),
-            energy_j=np.zeros(m + 1), n_edge=m)
-        self.state.free_mem_bytes[m] = np.inf
+            requirement_s=0.0, valid=self._mask, bw_bps=self._bw, table=table, n_edge=m)
         self._prepare()
         return self._obs(), self._info()
+
+    def _request_features(self, svc: np.ndarray) -> np.ndarray:
+        """Per request, its part of the observation (float32): service one-hot, prompt and output
+        tokens, upload bytes and requirement squashed, share of the episode's requests before it."""
+        sc, n = self.scenario, len(svc)
+        k = len(sc.services)
+        p, o, b, r = self._prompt, self._output, self._up_bytes, self._requirement
+        return np.column_stack([np.arange(k) == svc[:, None], p / (p + 1024.0), o / (o + 256.0), b / (b + 1e6),
+                                r / (r + sc.time_scale_s), np.arange(n) / n]).astype(np.float32)
 
     # ------------------------------------------------------------------ step
     def step(self, action):
@@ -426,62 +480,71 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         a = self._check_action(action)
         if a is None:
             return self._invalid_step(self._obs(), self._info())
-        if self._i >= len(self._arrival):
+        if self._i >= len(self._arrival_list):
             raise RuntimeError("the episode has ended: call reset()")
-        sc, st, m, i = self.scenario, self.state, self.scenario.n_edge, self._i
-        unit = a if a < m else m + int(np.argmin(self._free_at[m:]))
-        start = self._now + st.upload_s[a] + st.wait_s[a]
-        end = start + st.compute_s[a]
-        self._free_at[unit] = end
-        kv = float(self._kv[i]) if a < m else 0.0
+        sc, m, i = self.scenario, self.scenario.n_edge, self._i
+        row = self.state.table[a].tolist()
+        upload, wait, compute, latency, weighted = row[UPLOAD], row[WAIT], row[COMPUTE], row[LATENCY], row[ENERGY]
+        free_at = self._free_at
+        if a < m:
+            unit = a
+        else:  # the cloud GPU that frees first
+            gpus = free_at[m:]
+            unit = m + gpus.index(min(gpus))
+        start = self._now + upload + wait
+        end = start + compute
+        free_at[unit] = end
+        self._ready[a] = end if a < m else min(free_at[m:])
+        kv = self._kv_list[i] if a < m else 0.0
         self._jobs[unit].append((start, end, kv))
         if a < m:
             self._kv_reserved[a] += kv
-        self._segments.append((unit, start, end, int(self._svc[i])))
-        e_tran = self._p_tx[a] * (st.upload_s[a] - self._latency_s[a])
-        e_infer = self._p_busy_action[a] * st.compute_s[a]
-        self._e_tran += e_tran
-        self._e_infer += e_infer
+        service = self._svc_list[i]
+        self._segments.append((unit, start, end, service))
+        self._e_tran += self._p_tx_list[a] * (upload - self._latency_list[a])
+        self._e_infer += self._p_busy_list[a] * compute
         self._action[i] = a
-        self._lat[i] = latency = st.latency_s[a]
-        met = latency <= self._requirement[i]
-        weighted = float(st.energy_j[a])
-        dispatched = {"request": i, "service": int(self._svc[i]), "action": a, "latency_s": float(latency),
-                      "requirement_s": float(self._requirement[i]), "energy_j": weighted, "met": bool(met)}
+        self._lat[i] = latency
+        requirement = self._requirement_list[i]
+        met = latency <= requirement
+        dispatched = {"request": i, "service": service, "action": a, "latency_s": latency,
+                      "requirement_s": requirement, "energy_j": weighted, "met": met}
 
         self._i += 1
-        terminated = self._i == len(self._arrival)
-        t_next = float(self._free_at.max()) if terminated else float(self._arrival[self._i])
+        terminated = self._i == len(self._arrival_list)
+        t_next = max(free_at) if terminated else self._arrival_list[self._i]
         idle_j = self._advance(max(t_next, self._now))
         reward = -(weighted + sc.w_idle * idle_j) / sc.energy_scale_j - (0.0 if met else sc.miss_penalty)
         if not terminated:
             self._prepare()
+        else:  # no next request: of the observation, only the bandwidth share moves
+            self._obs_act[:, 3] = self._bw_share
         info = self._info()
         info["dispatched"] = dispatched
         if terminated:
             info["episode_metrics"] = self.episode_metrics()
-        return self._obs(), float(reward), terminated, False, info
+        return self._obs(), reward, terminated, False, info
 
     def _advance(self, t: float) -> float:
         """Move time to `t`: idle energy of every unit over (now, t], finished jobs release their
         KV memory, bandwidth moves on. Returns the idle energy (J, unweighted)."""
-        dt = t - self._now
+        now, m, p_idle = self._now, self.scenario.n_edge, self._p_idle_list
+        dt = t - now
         idle_j = 0.0
-        m = self.scenario.n_edge
         for u, jobs in enumerate(self._jobs):
             busy = 0.0
             while jobs:
                 start, end, kv = jobs[0]
                 if start >= t:
                     break
-                busy += min(end, t) - max(start, self._now)
+                busy += (t if t < end else end) - (now if now > start else start)  # overlap with (now, t]
                 if end > t:
                     break
                 jobs.popleft()
                 self._completed += 1
                 if u < m:
                     self._kv_reserved[u] -= kv
-            idle_j += self._p_idle[u] * (dt - busy)
+            idle_j += p_idle[u] * (dt - busy)
         self._e_idle += idle_j
         self._now = t
         self._move_bandwidth(t)
@@ -494,74 +557,74 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         slot = int((t - self._t0) // self.scenario.bw_slot_s)
         k = min(slot - self._slot, MAX_CHAIN_STEPS)
         self._slot = slot
-        if k > 0:
-            cdf = self._level_cdf[k, self._level]  # (links, levels)
-            u = self.np_random.random(len(self._level))
-            self._level = (u[:, None] >= cdf).sum(axis=1)
-            np.multiply(self._nominal_bps, self._levels[self._level], out=self._bw)
-            np.divide(8.0, self._bw, out=self._s_per_byte)
+        if k > 0:  # each link's next level: the number of its P^k cumulative probabilities <= a uniform draw
+            cdf = self._level_cdf_rows[k]
+            draws = self.np_random.random(len(self._level)).tolist()
+            self._level = [bisect.bisect_right(cdf[level], x) for level, x in zip(self._level, draws)]
+            self._set_bandwidth([nominal * self._level_list[level]
+                                 for nominal, level in zip(self._nominal_list, self._level)])
 
     def _set_trace_bw(self, t: float) -> None:
         times, period, rates = self._trace
         pos = np.mod(t - self._t0 + self._trace_offset, period)
         row = np.searchsorted(times, pos, side="right") - 1
-        self._bw[:] = rates[np.arange(len(row)), row]
-        np.divide(8.0, self._bw, out=self._s_per_byte)
+        self._set_bandwidth(rates[np.arange(len(row)), row].tolist())
+
+    def _set_bandwidth(self, bw: list[float]) -> None:
+        """Set every link's bandwidth (bit/s) and what follows it: seconds per byte, observed share."""
+        self._bw[:] = bw
+        self._s_per_byte = [8.0 / b for b in bw]
+        self._bw_share = [b / top for b, top in zip(bw, self._top_list)]
 
     def _prepare(self) -> None:
-        """Fill the state and mask for the current request (in place, a few small vector ops)."""
-        st, m, i = self.state, self.scenario.n_edge, self._i
-        k = int(self._svc[i])
-        st.now_s, st.request, st.service = self._now, i, k
+        """Fill the state, mask and per-action observation features for the current request, in
+        one pass over the M+1 actions in Python floats (a dozen values each)."""
+        st, sc, m, i = self.state, self.scenario, self.scenario.n_edge, self._i
+        k = self._svc_list[i]
+        now, kv, requirement = self._now, self._kv_list[i], self._requirement_list[i]
+        up_bytes, down_bytes = self._up_list[i], self._down_list[i]
+        st.now_s, st.request, st.service = now, i, k
         st.prompt_tokens, st.output_tokens = int(self._prompt[i]), int(self._output[i])
-        st.upload_bytes, st.requirement_s = float(self._up_bytes[i]), float(self._requirement[i])
-        free_mem = st.free_mem_bytes[:m]
-        np.subtract(self._mem_free0, self._kv_reserved, out=free_mem)
-        np.greater_equal(free_mem, self._kv[i], out=self._mask[:m])
-        self._mask[:m] &= self._hosted[k]
-        self._mask[m] = True
-        backlog = st.backlog_s
-        np.subtract(self._free_at[:m], self._now, out=backlog[:m])
-        backlog[m] = self._free_at[m:].min() - self._now
-        np.maximum(backlog, 0.0, out=backlog)
-        tx = self._tx_s
-        np.multiply(self._s_per_byte, self._up_bytes[i], out=tx)
-        np.add(self._latency_s, tx, out=st.upload_s)
-        np.multiply(self._s_per_byte, self._down_bytes[i], out=st.download_s)
-        st.download_s += self._latency_s
-        np.subtract(backlog, st.upload_s, out=st.wait_s)
-        np.maximum(st.wait_s, 0.0, out=st.wait_s)
-        st.compute_s[:] = self._compute_a[i]
-        np.add(st.upload_s, st.wait_s, out=st.latency_s)
-        st.latency_s += st.compute_s
-        st.latency_s += st.download_s
-        np.multiply(self._tran_w, tx, out=st.energy_j)
-        st.energy_j += self._infer_j[i]
+        st.upload_bytes, st.requirement_s = up_bytes, requirement
+        compute, infer, hosted = self._compute_a[i].tolist(), self._infer_j[i].tolist(), self._hosted_rows[k]
+        s_per_byte, link_latency, ready, tran_w = self._s_per_byte, self._latency_list, self._ready, self._tran_w_list
+        time_scale, energy_scale = sc.time_scale_s, sc.energy_scale_j
+        table, features, mask = [], [], []
+        for a in range(m + 1):
+            tx = s_per_byte[a] * up_bytes
+            upload = link_latency[a] + tx
+            download = s_per_byte[a] * down_bytes + link_latency[a]
+            backlog = ready[a] - now
+            if backlog < 0.0:
+                backlog = 0.0
+            wait = backlog - upload
+            if wait < 0.0:
+                wait = 0.0
+            latency = ((upload + wait) + compute[a]) + download
+            energy = tran_w[a] * tx + infer[a]
+            if a < m:
+                free = self._mem_free0_list[a] - self._kv_reserved[a]
+                valid, free_share = free >= kv and hosted[a], free / self._mem_total_list[a]
+            else:  # the cloud: always valid, its memory not modelled
+                free, valid, free_share = np.inf, True, 1.0
+            table += (backlog, upload, wait, compute[a], download, latency, energy, free)
+            # valid, backlog, free memory share, bandwidth share, busy now, latency / requirement, energy
+            features += (valid, backlog / (backlog + time_scale), free_share, self._bw_share[a], backlog > 0.0,
+                         latency / requirement, energy / energy_scale)
+            mask.append(valid)
+        st.table.reshape(-1)[:] = table
+        self._mask[:] = mask
+        f, den = self._obs_act, self._obs_tmp
+        f.reshape(-1)[:] = features
+        np.multiply(f, self._obs_c, out=den)  # contiguous ops: faster than on the two strided columns
+        den += 1.0
+        f /= den
 
     # --------------------------------------------------------- observations
     def _obs(self) -> np.ndarray:
-        """Written into a preallocated buffer; a copy is returned (callers may keep it)."""
-        sc, st = self.scenario, self.state
-        k, m = len(sc.services), sc.n_edge
-        head = self._obs_buf[: k + N_REQUEST_FEATURES]
-        per = self._obs_buf[k + N_REQUEST_FEATURES:].reshape(m + 1, N_ACTION_FEATURES)
-        head[:k] = 0.0
-        head[st.service] = 1.0
-        p, o, b, r = st.prompt_tokens, st.output_tokens, st.upload_bytes, st.requirement_s
-        head[k:] = (p / (p + 1024.0), o / (o + 256.0), b / (b + 1e6), r / (r + sc.time_scale_s),
-                    st.request / len(self._arrival))
-        per[:, 0] = self._mask
-        np.divide(st.backlog_s, st.backlog_s + sc.time_scale_s, out=per[:, 1])
-        np.divide(st.free_mem_bytes[:m], self._mem_total, out=per[:m, 2])
-        per[m, 2] = 1.0  # the cloud's memory is not modelled: always free
-        np.divide(self._bw, self._top_bps, out=per[:, 3])
-        np.greater(st.backlog_s, 0.0, out=per[:, 4])
-        x = np.divide(st.latency_s, r, out=per[:, 5])
-        np.divide(x, x + 1.0, out=x)
-        x = np.divide(st.energy_j, sc.energy_scale_j, out=per[:, 6])
-        np.divide(x, x + 1.0, out=x)
-        np.clip(self._obs_buf, -1.0, 1.0, out=self._obs_buf)
-        return self._obs_buf.copy()
+        """The current request's features, then the per-action features action by action (a new array).
+        Every feature is in [0, 1] by construction (no clipping needed)."""
+        return np.concatenate((self._obs_request[self.state.request], self._obs_act.ravel()))
 
     def _info(self) -> dict:
         return {"action_mask": self._mask.copy(), "invalid_action": False, "now_s": self._now}
@@ -587,9 +650,10 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         for name in ("_e_tran", "_e_infer", "_e_idle"):
             if getattr(self, name) < -1e-9:
                 bad.append(f"negative energy {name}: {getattr(self, name)}")
-        if np.any(self._mem_weights + self._kv_reserved > self._mem_total * (1 + 1e-12)):
+        kv_reserved = np.array(self._kv_reserved)
+        if np.any(self._mem_weights + kv_reserved > self._mem_total * (1 + 1e-12)):
             bad.append("edge memory over capacity")
-        if np.any(self._kv_reserved < -1e-6):
+        if np.any(kv_reserved < -1e-6):
             bad.append("negative reserved KV memory")
         if self._i < len(self._arrival) and not self._mask.any():
             bad.append("no valid action in a non-terminal state")
@@ -599,7 +663,7 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         done = self._action >= 0
         n = int(done.sum())
         met = int(np.sum(self._lat[done] <= self._requirement[done]))
-        span = (float(self._free_at.max()) if n else self._now) - self._t0
+        span = (max(self._free_at) if n else self._now) - self._t0
         energy = self._e_tran + self._e_infer + self._e_idle
         return {
             "throughput_rps": met / span if span > 0 else 0.0,
