@@ -24,4 +24,18 @@ for _env_id, _entry_point in ENV_ENTRY_POINTS.items():
     if _env_id not in registry:
         register(id=_env_id, entry_point=_entry_point)
 
-__all__ = ["ENV_IDS", "ENV_ENTRY_POINTS", "__version__"]
+
+
+def env_presets(env_id: str) -> dict:
+    """The named scenario presets of an env id (imports its module, which registers them)."""
+    import importlib
+
+    from .scenario import presets
+
+    if env_id not in ENV_ENTRY_POINTS:
+        raise ValueError(f"unknown env id {env_id!r}; known: {list(ENV_IDS)}")
+    module = importlib.import_module(ENV_ENTRY_POINTS[env_id].split(":")[0])
+    return presets(module.ENV_KEY)
+
+
+__all__ = ["ENV_IDS", "ENV_ENTRY_POINTS", "env_presets", "__version__"]

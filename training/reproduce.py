@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgellm_gym.metrics import mean_ci95
-from edgellm_gym.scenario import presets
+from edgellm_gym import env_presets
 from training.benchmark import run_benchmark
 
 __all__ = ["Row", "Experiment", "EXPERIMENTS", "run_experiment", "main"]
@@ -87,7 +87,7 @@ def adsa(quick: bool) -> Experiment:
         m, h = paired_reduction(qd["adsa"], qd[base])
         exp.rows.append(Row(f"queueing delay, ADSA vs {base.upper()} (share lower)", "39% lower",
                             100 * m, 100 * h, "%", "strict"))
-    base = presets("DeviceScheduling")["default"]
+    base = env_presets("edgellm_gym/DeviceScheduling-v0")["default"]
     slacks = [(1.1, 1.5), (1.1, 2.0), (1.5, 4.0), (3.0, 10.0)] if not quick else [(1.1, 2.0), (3.0, 10.0)]
     exp.sweep_x = [hi for _, hi in slacks]
     exp.sweep_label = "deadline slack upper bound (slack ~ U[lo, hi]; lower = stricter)"
@@ -116,7 +116,7 @@ def cs_ucb(quick: bool) -> Experiment:
         m, h = paired_reduction(energy["cs-ucb"], energy[base])
         exp.rows.append(Row(f"energy per request, CS-UCB vs {base} (share lower)", "> 50% lower",
                             100 * m, 100 * h, "%", "default"))
-    base_sc = presets("EdgeCloudOffload")["default"]
+    base_sc = env_presets(env_id)["default"]
     factors = [0.003, 0.03, 0.3, 3.0] if not quick else [0.003, 1.0]
     exp.sweep_x = factors
     exp.sweep_label = "bandwidth multiplier on every link (log scale)"
@@ -139,7 +139,7 @@ def gus(quick: bool) -> Experiment:
         exp.rows.append(Row(f"satisfied users, GUS / {base}", ">= 1.5x", m, h, "x", "default"))
     m, h = paired_ratio(sat["gus"], sat["ilp"])
     exp.rows.append(Row("satisfied users, GUS / ILP optimum", "(not stated)", m, h, "x", "default"))
-    base_sc = presets("TieredService")["default"]
+    base_sc = env_presets(env_id)["default"]
     loads = [8, 24, 48, 96] if not quick else [12, 48]
     exp.sweep_x = [float(n) for n in loads]
     exp.sweep_label = "users per 20 s window (load)"
@@ -165,7 +165,7 @@ def fcim(quick: bool) -> Experiment:
         m, h = paired_reduction(done["fcim"], done[base])
         exp.rows.append(Row(f"completion time, FCIM vs {base} (share lower)", "36.9% lower",
                             100 * m, 100 * h, "%", "default"))
-    base_sc = presets("LayerAllocation")["default"]
+    base_sc = env_presets(env_id)["default"]
     rates = [0.03, 0.08, 0.15, 0.25] if not quick else [0.03, 0.15]
     exp.sweep_x = rates
     exp.sweep_label = "arrival rate (tasks/s)"
@@ -174,10 +174,45 @@ def fcim(quick: bool) -> Experiment:
     return exp
 
 
+# --------------------------------------------------------------- DILEMMA
+def dilemma(quick: bool) -> Experiment:
+    """DILEMMA on OPT-350M: quantization ratio (paper: down to 12.75%) with the quality budget met;
+    sweep the budget epsilon (a factor on the error of every layer at int4) against latency and ratio."""
+    env_id = "edgellm_gym/PlacementQuantization-v0"
+    episodes = 3 if quick else 12
+    exp = Experiment("dilemma", "DILEMMA (exact ILP) on OPT-350M: quantization ratio and latency vs budget")
+    base_sc = env_presets(env_id)["opt-350m"]
+    factors = [0.25, 1.0, 4.0, 16.0] if not quick else [0.25, 16.0]
+    ratios, met = [], []
+    exp.sweep_x = factors
+    exp.sweep_label = "quality budget epsilon (x the summed int4 error of all layers)"
+    exp.sweep_metric = "per_token_latency_s"
+    for f in factors:
+        sc = replace(base_sc, budget_min=f, budget_max=f)
+        recs = run_benchmark(env_id, episodes, 0, sc, ["dilemma", "fp16_greedy", "uniform_int8", "uniform_int4"],
+                             progress=False)
+        for name, values in _by_policy(recs, "per_token_latency_s").items():
+            exp.sweep.setdefault(name, []).append(mean_ci95(values))
+        ratios.append(_by_policy(recs, "quantization_ratio")["dilemma"])
+        met.append(_by_policy(recs, "quality_used_frac")["dilemma"] <= 1.0 + 1e-9)
+    lowest = int(np.argmin([r.mean() for r in ratios]))
+    m, h = mean_ci95(100 * ratios[lowest])
+    exp.rows.append(Row(f"quantization ratio (bits used / fp16), lowest over the sweep (epsilon x{factors[lowest]:g})",
+                        "down to 12.75%", m, h, "%", "opt-350m"))
+    m, h = mean_ci95(100 * ratios[0])
+    exp.rows.append(Row(f"quantization ratio at the tightest budget (epsilon x{factors[0]:g})", "-", m, h, "%",
+                        "opt-350m"))
+    share = float(np.mean(np.concatenate(met)))
+    exp.rows.append(Row("episodes with the quality budget met", "loss preserved", 100 * share, 0.0, "%",
+                        "opt-350m"))
+    return exp
+
+
 EXPERIMENTS: dict[str, Callable[[bool], Experiment]] = {
     "fcim": fcim,
     "adsa": adsa,
     "cs_ucb": cs_ucb,
+    "dilemma": dilemma,
     "gus": gus,
 }
 
@@ -207,6 +242,13 @@ EXPLANATIONS: dict[str, str] = {
         "22x slower than the A100. Text requests are a few KB, so bandwidth matters only when it is "
         "cut by orders of magnitude (the sweep). The paper's three comparison methods and its energy "
         "model are unknown to us."
+    ),
+    "dilemma": (
+        "The ratio is bits used over bits at fp16, with bit-widths {16, 8, 4, 2}: 12.5% is the floor. "
+        "DILEMMA minimises latency, so where memory and the quality budget allow, the memory-bound decode "
+        "favours low bit-widths and the ratio falls toward the floor; a tight budget keeps sensitive "
+        "layers (first, last) wide. Our quality budget is a sum of per-layer relative weight errors (a "
+        "model for OPT-350M, measured on SmolLM2-135M's weights), not the paper's SQuAD model loss."
     ),
     "gus": (
         "GUS's rule is our reading of the abstract (tightest users first, least-compute feasible node and "

@@ -11,7 +11,6 @@ printed with its traceback) and the episode is restarted. Memory is read from
 
 from __future__ import annotations
 
-import importlib
 import resource
 import time
 import traceback
@@ -21,7 +20,6 @@ import gymnasium as gym
 import numpy as np
 
 import edgellm_gym
-from edgellm_gym.scenario import presets
 
 __all__ = ["StressReport", "stress_env", "main"]
 
@@ -50,16 +48,10 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def env_presets(env_id: str) -> list[str]:
-    """The preset names registered for an env (its module's ENV_KEY)."""
-    module, _ = edgellm_gym.ENV_ENTRY_POINTS[env_id].split(":")
-    return sorted(presets(importlib.import_module(module).ENV_KEY))
-
-
 def stress_env(env_id: str, steps: int, invalid_share: float = 0.1, seed: int = 0,
                scenarios: list[str] | None = None, episode_cap: int = 20_000) -> StressReport:
     """Run `steps` steps over episodes cycling through `scenarios` (default: every preset)."""
-    names = scenarios or env_presets(env_id)
+    names = scenarios or sorted(edgellm_gym.env_presets(env_id))
     envs = {name: gym.make(env_id, scenario=name).unwrapped for name in names}
     rng = np.random.default_rng(seed)
     rep = StressReport(env_id)
