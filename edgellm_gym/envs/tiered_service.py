@@ -8,9 +8,11 @@ true optimum of this env.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from gymnasium import spaces
@@ -145,6 +147,24 @@ def _squash_or_one(x: np.ndarray, scale: float) -> np.ndarray:
     """`squash(x, scale)`, and 1 where x is +inf ("none"), without 0/0 warnings."""
     inf = np.isinf(x)
     return np.where(inf, 1.0, squash(np.where(inf, 0.0, x), scale))
+
+
+class _DeviceColumns(NamedTuple):
+    """The DeviceSpec fields the cost model reads, for several devices as (k, 1) columns. The
+    cost functions are elementwise, so one call broadcasts over the devices, doing per element
+    the same floating-point operations as one call per device."""
+
+    peak_flops: np.ndarray
+    compute_efficiency: np.ndarray
+    mem_bw_Bps: np.ndarray
+
+    @classmethod
+    def of(cls, devices: list[DeviceSpec]) -> _DeviceColumns:
+        return cls(*(np.array([[getattr(d, f)] for d in devices], dtype=float) for f in cls._fields))
+
+
+def _first(job: tuple) -> float:
+    return job[0]
 
 
 def _known(lookup, name, where):
@@ -356,6 +376,8 @@ class TieredServiceEnv(MaskedEnv):
         self._deployed = sc.deployment()
         self._tier = sc.node_tiers()
         self._accuracy = np.array([m.accuracy for m in self._models])
+        self._variant_nodes = [np.flatnonzero(self._deployed[:, j]) for j in range(len(self._models))]
+        self._variant_devices = [_DeviceColumns.of([self._devices[i] for i in nodes]) for nodes in self._variant_nodes]
         self._paths = [[get_link(x) for x in p] for p in (sc.end_path, sc.edge_path, sc.cloud_path)]
         n, m, k = len(self._devices), len(self._models), sc.users_per_window
         self.n_nodes, self.n_variants, self.n_users = n, m, k * sc.n_windows
@@ -364,6 +386,7 @@ class TieredServiceEnv(MaskedEnv):
         self._n_obs = N_USER_FEATURES + 2 * m + N_GLOBAL_FEATURES + N_NODE_FEATURES * n + m + N_PAIR_FEATURES * n * m
         self.observation_space = spaces.Box(-1.0, 1.0, (self._n_obs,), np.float32)
         self._mask = np.zeros(n * m + 1, dtype=bool)
+        self._mask[-1] = True  # reject: always valid
         self.state: TieredState | None = None
 
     # ----------------------------------------------------------------- reset
@@ -378,11 +401,10 @@ class TieredServiceEnv(MaskedEnv):
         net = np.stack([path_time_s(self._paths[t], req.prompt_tokens, req.output_tokens, sc.bytes_per_token)
                         for t in self._tier], axis=1)
         compute = np.full((u, n, m), np.inf)
-        for i, dev in enumerate(self._devices):
-            for j, model in enumerate(self._models):
-                if self._deployed[i, j]:
-                    compute[:, i, j] = costs.request_time_s(model, dev, req.prompt_tokens, req.output_tokens,
-                                                            sc.bits)
+        for j, model in enumerate(self._models):  # one cost-model call per variant, over its nodes
+            nodes = self._variant_nodes[j]
+            compute[:, nodes, j] = costs.request_time_s(model, self._variant_devices[j], req.prompt_tokens,
+                                                        req.output_tokens, sc.bits).T
         self.state = TieredState(
             user=0, window_start=0, users_per_window=k, node_names=sc.node_names(), node_tier=self._tier,
             variant_names=sc.variants, accuracy=self._accuracy, deployed=self._deployed,
@@ -400,7 +422,10 @@ class TieredServiceEnv(MaskedEnv):
         self._job_ok = np.zeros((n, k), dtype=bool)
         self._job_count = np.zeros(n, dtype=np.int64)
         self._job_push = np.full((n, k), np.inf)  # D - finish of satisfied jobs, +inf otherwise
-        self._user_block = self._precompute_user_block(req.prompt_tokens, req.output_tokens)
+        self._node_jobs: list[list[tuple]] = [[] for _ in range(n)]  # the same jobs as (D, p, user, ok) tuples
+        self._node_satisfied = [0] * n
+        # clipped here once: the rest of the observation is within [-1, 1] by construction
+        self._user_block = np.clip(self._precompute_user_block(req.prompt_tokens, req.output_tokens), -1.0, 1.0)
         # deadline - network - compute per pair; a huge negative (squashes to -1) where not deployed
         self._pair_left = np.where(self._deployed, deadline[:, None, None] - net[:, :, None]
                                    - np.where(self._deployed, compute, 0.0), -1e30)
@@ -443,9 +468,7 @@ class TieredServiceEnv(MaskedEnv):
             st.assignment[u] = a
             p = st.compute_s[u, n, v]
             st.used_s[n] += p
-            before = int(np.count_nonzero(self._job_push[n] < np.inf))
-            self._insert_job(n, u, p, bool(self._acc_ok[u, v]))
-            delta = int(np.count_nonzero(self._job_push[n] < np.inf)) - before
+            delta = self._insert_job(n, u, float(p), bool(self._acc_ok[u, v]))
             self._n_satisfied += delta
             reward = float(delta)
         st.user += 1
@@ -458,19 +481,27 @@ class TieredServiceEnv(MaskedEnv):
             info["episode_metrics"] = self.episode_metrics()
         return self._obs(), reward, terminated, False, info
 
-    def _insert_job(self, n: int, u: int, p: float, acc_ok: bool) -> None:
-        """Put user u in node n's EDF order (after equal deadlines: u has the highest index) and
-        recompute the node's finish times and slacks."""
-        c = self._job_count[n]
-        d = self._edf_deadline[u, n]
-        i = int(np.searchsorted(self._job_d[n, :c], d, side="right"))
-        for arr, val in ((self._job_d, d), (self._job_p, p), (self._job_user, u), (self._job_ok, acc_ok)):
-            arr[n, i + 1: c + 1] = arr[n, i:c]
-            arr[n, i] = val
-        self._job_count[n] = c + 1
-        jd = self._job_d[n, : c + 1]
-        slack = jd - np.cumsum(self._job_p[n, : c + 1])
-        self._job_push[n, : c + 1] = np.where(self._job_ok[n, : c + 1] & (slack >= 0), slack, np.inf)
+    def _insert_job(self, n: int, u: int, p: float, acc_ok: bool) -> int:
+        """Put user u in node n's EDF order (after equal deadlines: u has the highest index),
+        recompute the node's finish times and slacks, and return the change in its satisfied users.
+
+        A node holds a few jobs: Python lists (then one row write per array) beat numpy calls."""
+        jobs = self._node_jobs[n]
+        d = float(self._edf_deadline[u, n])
+        jobs.insert(bisect.bisect_right(jobs, d, key=_first), (d, p, u, acc_ok))
+        push, finish = [], 0.0
+        for job_d, job_p, _, ok in jobs:
+            finish += job_p
+            slack = job_d - finish
+            push.append(slack if ok and slack >= 0 else np.inf)
+        c = len(jobs)
+        self._job_d[n, :c], self._job_p[n, :c], self._job_user[n, :c], self._job_ok[n, :c] = zip(*jobs)
+        self._job_push[n, :c] = push
+        self._job_count[n] = c
+        satisfied = c - push.count(np.inf)
+        delta = satisfied - self._node_satisfied[n]
+        self._node_satisfied[n] = satisfied
+        return delta
 
     def _window_outcome(self) -> None:
         """Write response times and satisfaction of the current window's served users."""
@@ -493,15 +524,18 @@ class TieredServiceEnv(MaskedEnv):
         self._job_ok[:] = False
         self._job_push[:] = np.inf
         self._job_count[:] = 0
+        self._node_jobs = [[] for _ in range(self.n_nodes)]
+        self._node_satisfied = [0] * self.n_nodes
 
     # --------------------------------------------------------- observations
     def _update_mask(self) -> None:
         st = self.state
-        self._mask[:] = False
-        self._mask[-1] = True
+        pairs = self._mask[:-1].reshape(self.n_nodes, self.n_variants)
         if st.user < self.n_users:
-            room = (st.capacity_s - st.used_s)[:, None]
-            self._mask[:-1] = (st.compute_s[st.user] <= room).ravel()  # +inf where not deployed
+            room = st.capacity_s - st.used_s
+            np.less_equal(st.compute_s[st.user], room[:, None], out=pairs)  # compute is +inf where not deployed
+        else:
+            pairs[:] = False
 
     def _ahead_and_push(self, u: int) -> tuple[np.ndarray, np.ndarray]:
         """Per node: compute queued before user u in EDF order, and the least slack of the
@@ -524,12 +558,15 @@ class TieredServiceEnv(MaskedEnv):
         i += 1
         obs[i: i + n] = st.used_s / st.capacity_s
         obs[i + n: i + 2 * n] = ahead / (ahead + scale)
-        obs[i + 2 * n: i + 3 * n] = _squash_or_one(push, scale)
+        # push >= 0, +inf where nobody would be pushed: as 1e300 it squashes to exactly 1 (as +inf does
+        # by definition) and compares with a finite compute time as +inf does
+        push = np.minimum(push, 1e300)
+        obs[i + 2 * n: i + 3 * n] = push / (push + scale)
         i += 3 * n
         left = (self._pair_left[u] - ahead[:, None]).ravel()
         obs[i: i + nm] = left / (np.abs(left) + scale)
         obs[i + nm:] = ((st.compute_s[u] <= push[:, None]) & self._deployed).ravel()
-        return np.clip(obs, -1.0, 1.0, out=obs)
+        return obs
 
     def _info(self) -> dict:
         st = self.state
