@@ -398,8 +398,9 @@ class TieredServiceEnv(MaskedEnv):
         min_acc = rng.uniform(sc.min_accuracy_low, sc.min_accuracy_high, size=u)
         tpot = rng.uniform(sc.tpot_min_s, sc.tpot_max_s, size=u)
         deadline = sc.deadline_base_s + req.output_tokens * tpot
-        net = np.stack([path_time_s(self._paths[t], req.prompt_tokens, req.output_tokens, sc.bytes_per_token)
-                        for t in self._tier], axis=1)
+        net_tier = np.stack([path_time_s(path, req.prompt_tokens, req.output_tokens, sc.bytes_per_token)
+                             for path in self._paths], axis=1)  # (U, 3)
+        net = net_tier[:, self._tier]  # (U, N)
         compute = np.full((u, n, m), np.inf)
         for j, model in enumerate(self._models):  # one cost-model call per variant, over its nodes
             nodes = self._variant_nodes[j]
@@ -537,35 +538,34 @@ class TieredServiceEnv(MaskedEnv):
         else:
             pairs[:] = False
 
-    def _ahead_and_push(self, u: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per node: compute queued before user u in EDF order, and the least slack of the
-        satisfied users u would go before (+inf if none)."""
-        d = self._edf_deadline[u][:, None]
-        before = self._job_d <= d
-        return (self._job_p * before).sum(axis=1), np.where(before, np.inf, self._job_push).min(axis=1)
-
     def _obs(self) -> np.ndarray:
         st, sc = self.state, self.scenario
         obs = np.zeros(self._n_obs, dtype=np.float32)
         u = st.user
         if u == self.n_users:
             return obs
-        n, nm, scale = self.n_nodes, self.n_nodes * self.n_variants, sc.window_s
-        ahead, push = self._ahead_and_push(u)
+        n, m = self.n_nodes, self.n_variants
+        # per node, the compute queued before u in EDF order and the least slack of the satisfied
+        # users u would go before; per pair, deadline - response if assigned now. All three are
+        # squashed together, x / (|x| + window_s).
+        x = np.empty(2 * n + n * m)
+        ahead, push, left = x[:n], x[n: 2 * n], x[2 * n:].reshape(n, m)
+        before = self._job_d <= self._edf_deadline[u][:, None]
+        np.sum(self._job_p * before, axis=1, out=ahead)
+        np.min(np.where(before, np.inf, self._job_push), axis=1, out=push)
+        # push >= 0, +inf where nobody would be pushed: as 1e300 it squashes to exactly 1 (as +inf does
+        # by definition) and compares with a finite compute time as +inf does
+        np.minimum(push, 1e300, out=push)
+        keep = (st.compute_s[u] <= push[:, None]) & self._deployed
+        np.subtract(self._pair_left[u], ahead[:, None], out=left)
+        x /= np.abs(x) + sc.window_s
         i = self._user_block.shape[1]
         obs[:i] = self._user_block[u]
         obs[i] = (u - st.window_start) / sc.users_per_window
-        i += 1
-        obs[i: i + n] = st.used_s / st.capacity_s
-        obs[i + n: i + 2 * n] = ahead / (ahead + scale)
-        # push >= 0, +inf where nobody would be pushed: as 1e300 it squashes to exactly 1 (as +inf does
-        # by definition) and compares with a finite compute time as +inf does
-        push = np.minimum(push, 1e300)
-        obs[i + 2 * n: i + 3 * n] = push / (push + scale)
-        i += 3 * n
-        left = (self._pair_left[u] - ahead[:, None]).ravel()
-        obs[i: i + nm] = left / (np.abs(left) + scale)
-        obs[i + nm:] = ((st.compute_s[u] <= push[:, None]) & self._deployed).ravel()
+        obs[i + 1: i + 1 + n] = st.used_s / st.capacity_s
+        i += 1 + n
+        obs[i: i + x.size] = x
+        obs[i + x.size:] = keep.ravel()
         return obs
 
     def _info(self) -> dict:
