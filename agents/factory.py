@@ -7,7 +7,8 @@ names one of them (`net: small`), so every algorithm and env draws from one
 table.
 
 Algorithms: `maskable_ppo` (sb3-contrib MaskablePPO; masks from the env's
-`action_masks()`, or through `ActionMasker` for an env without it), and `ppo`,
+`action_masks()`, or a wrapper serving `info["action_mask"]` for an env without
+it), and `ppo`,
 `a2c`, `dqn` (no masks: the env runs with `invalid_action="penalize"`, so a
 masked-out action costs `invalid_action_penalty` and changes nothing).
 """
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch as th
 import yaml
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
@@ -28,8 +30,9 @@ from torch import nn
 
 import edgellm_gym  # noqa: F401  (registers the env ids)
 
-__all__ = ["ALGOS", "NETS", "HYPERPARAMS_DIR", "load_hyperparams", "make_env", "make_vec_env", "make_agent",
-           "algo_class", "policy_class", "MaskableSlotPolicy", "SlotActorCriticPolicy", "SlotNet", "is_maskable", "net_arch", "NON_ALGO_KEYS"]
+__all__ = ["ALGOS", "NETS", "HYPERPARAMS_DIR", "NON_ALGO_KEYS", "load_hyperparams", "make_env", "make_vec_env",
+           "make_agent", "algo_class", "policy_class", "is_maskable", "net_arch", "SlotNet", "MaskableSlotPolicy",
+           "SlotActorCriticPolicy"]
 
 ALGOS = ("maskable_ppo", "ppo", "a2c", "dqn")
 HYPERPARAMS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "hyperparams")
@@ -187,9 +190,9 @@ def load_hyperparams(algo: str, env_id: str, path: str | None = None) -> dict[st
 
 def net_arch(algo: str, net: str | list[int]):
     """The `policy_kwargs["net_arch"]` for `algo` from a `NETS` name (or an explicit list)."""
-    sizes = NETS[net] if isinstance(net, str) else list(net)
     if isinstance(net, str) and net not in NETS:
         raise ValueError(f"unknown net {net!r}; known: {sorted(NETS)}")
+    sizes = NETS[net] if isinstance(net, str) else list(net)
     return sizes if algo == "dqn" else dict(pi=list(sizes), vf=list(sizes))
 
 
@@ -214,9 +217,7 @@ class _InfoMask(gym.Wrapper):
         self._last_mask = out[-1].get("action_mask")
         return out
 
-    def action_masks(self):
-        import numpy as np
-
+    def action_masks(self) -> np.ndarray:
         n = self.action_space.n
         return np.ones(n, dtype=bool) if self._last_mask is None else np.asarray(self._last_mask, dtype=bool)
 
@@ -286,10 +287,9 @@ def make_agent(algo: str, env_id: str, seed: int, *, n_envs: int | None = None, 
     policy_kwargs = dict(kwargs.pop("policy_kwargs", None) or {})
     policy_kwargs.setdefault("net_arch", net_arch(algo, hp.get("net", "small")))
     if hp.get("activation"):
-        import torch.nn as nn
-
         policy_kwargs["activation_fn"] = getattr(nn, hp["activation"])
-    model = algo_class(algo)(policy_class(algo, hp.get("policy", "MlpPolicy")), env, seed=seed, policy_kwargs=policy_kwargs,
-                             tensorboard_log=tensorboard_log, verbose=verbose, device="cpu", **kwargs)
+    policy = policy_class(algo, hp.get("policy", "MlpPolicy"))
+    model = algo_class(algo)(policy, env, seed=seed, policy_kwargs=policy_kwargs, tensorboard_log=tensorboard_log,
+                             verbose=verbose, device="cpu", **kwargs)
     model.hyperparams = hp
     return model
