@@ -420,7 +420,6 @@ class TieredServiceEnv(MaskedEnv):
         self._job_d = np.full((n, k), np.inf)
         self._job_p = np.zeros((n, k))
         self._job_user = np.full((n, k), -1, dtype=np.int64)
-        self._job_ok = np.zeros((n, k), dtype=bool)
         self._job_count = np.zeros(n, dtype=np.int64)
         self._job_push = np.full((n, k), np.inf)  # D - finish of satisfied jobs, +inf otherwise
         self._node_jobs: list[list[tuple]] = [[] for _ in range(n)]  # the same jobs as (D, p, user, ok) tuples
@@ -496,7 +495,7 @@ class TieredServiceEnv(MaskedEnv):
             slack = job_d - finish
             push.append(slack if ok and slack >= 0 else np.inf)
         c = len(jobs)
-        self._job_d[n, :c], self._job_p[n, :c], self._job_user[n, :c], self._job_ok[n, :c] = zip(*jobs)
+        self._job_d[n, :c], self._job_p[n, :c], self._job_user[n, :c], _ = zip(*jobs)
         self._job_push[n, :c] = push
         self._job_count[n] = c
         satisfied = c - push.count(np.inf)
@@ -522,7 +521,6 @@ class TieredServiceEnv(MaskedEnv):
         self._job_d[:] = np.inf
         self._job_p[:] = 0.0
         self._job_user[:] = -1
-        self._job_ok[:] = False
         self._job_push[:] = np.inf
         self._job_count[:] = 0
         self._node_jobs = [[] for _ in range(self.n_nodes)]
