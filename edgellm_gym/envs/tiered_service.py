@@ -549,8 +549,8 @@ class TieredServiceEnv(MaskedEnv):
         x = np.empty(2 * n + n * m)
         ahead, push, left = x[:n], x[n: 2 * n], x[2 * n:].reshape(n, m)
         before = self._job_d <= self._edf_deadline[u][:, None]
-        np.sum(self._job_p * before, axis=1, out=ahead)
-        np.min(np.where(before, np.inf, self._job_push), axis=1, out=push)
+        np.add.reduce(self._job_p * before, axis=1, out=ahead)  # np.sum / np.min without their wrappers
+        np.minimum.reduce(np.where(before, np.inf, self._job_push), axis=1, out=push)
         # push >= 0, +inf where nobody would be pushed: as 1e300 it squashes to exactly 1 (as +inf does
         # by definition) and compares with a finite compute time as +inf does
         np.minimum(push, 1e300, out=push)
