@@ -3,6 +3,9 @@
 Decoder-only transformer (DESIGN section 3). Every function is pure and takes
 plain numbers or numpy arrays (token counts broadcast), so the environments
 can precompute a whole episode at reset. Units: FLOP, bytes, seconds, joules.
+The functions are elementwise: a "device" may also be any object with the
+fields they read (peak_flops, compute_efficiency, mem_bw_Bps) as (k, 1) arrays,
+and one call then equals k per-device calls bit for bit (tested).
 
 Decode step k (k = 1 .. G-1) of a request with S prompt and G output tokens
 attends to S + k tokens; prefill produces the first output token.

@@ -77,3 +77,16 @@ def test_catalog_rejects_bad_specs_naming_the_field():
     with pytest.raises(ValueError, match="unknown device 'nope'"):
         get_device("nope")
     assert all(d.power_idle_w < d.power_busy_w for d in DEVICES.values())
+
+
+def test_device_fields_as_columns_broadcast_bit_for_bit():
+    from types import SimpleNamespace
+
+    m = get_model("qwen2.5-1.5b")
+    devs = [get_device(n) for n in ("rpi5", "t4", "h100-sxm", "xeon-gold-6248")]
+    cols = SimpleNamespace(**{f: np.array([[getattr(d, f)] for d in devs])
+                              for f in ("peak_flops", "compute_efficiency", "mem_bw_Bps")})
+    prompts, outputs = np.array([1, 700, 4000]), np.array([1, 90, 800])
+    batched = costs.request_time_s(m, cols, prompts, outputs)
+    for i, d in enumerate(devs):
+        assert np.array_equal(batched[i], costs.request_time_s(m, d, prompts, outputs))
