@@ -7,7 +7,9 @@ flags, action masks and every `episode_metrics` dict (sorted keys, float64
 bytes). A longer run per env on the default preset (whole episodes, 10% of the
 actions masked out) pins the episode metrics there and the masked-action path;
 a few scenario variants pin paths the presets do not take (drop_expired, a
-bandwidth trace, tight edge memory, several cloud GPUs, high load).
+bandwidth trace, tight edge memory, several cloud GPUs, high load, LayerAllocation's
+pay-as-bid rule and FCIM's other reward branches). LayerAllocation's reference
+policies read `env.unwrapped.state`: runs driven by them pin that state too.
 The hashes were recorded before the step paths were optimized.
 
 To print the current hashes (only after a deliberate, justified behaviour
@@ -53,6 +55,22 @@ GOLDEN = {
 }
 
 
+LA = "edgellm_gym/LayerAllocation-v0"
+LA_PRESETS = ("default", "small", "jetson")
+LA_CASES = [(LA, p, s) for p in LA_PRESETS for s in SEEDS]
+GOLDEN.update({
+    (LA, 'default', 0): '4707c4a2f822c12c450c15db6198c059824ee7053e48b2fc5492a830362a2907',
+    (LA, 'default', 1): '9e319a4b191ac5f484d58ba0fc1ff1df09b5d04abd35151c6736e535813faf38',
+    (LA, 'default', 2): '344da990bbaf899936d825610a8fe0f7018234d7aeead2e21133ecaf352327e1',
+    (LA, 'small', 0): 'e289a760faca326506d81c1a39b2b27748196140b42c870bcd877209176dee75',
+    (LA, 'small', 1): 'd4a51cf799b8fbd69e12fb9a371906ed7ab6b134b96067fc4cbe44d74194148d',
+    (LA, 'small', 2): 'c7f8efd69f78975c467421820db0a8c8672394c36affe871ca18adcd6463fdce',
+    (LA, 'jetson', 0): '4ba66d05471e72a65d2cfb16767fee7ccaba38847528d39635f0d8af2128241e',
+    (LA, 'jetson', 1): '07bc976d22f3e1325470f86a40a2b61963fb78a87e857f6ddfbd9713a41d4d2a',
+    (LA, 'jetson', 2): '75300c835aa8a641b0849da5a3a20aa3a16cbe21d7025c6e7f28bd69eba87d61',
+})
+
+
 def trajectory_sha256(env_id: str, preset: str, seed: int, steps: int = STEPS, invalid_share: float = 0.0) -> str:
     """sha256 over a rollout of masked random actions (see the module docstring). `preset`: a
     preset name or a scenario dict; with `invalid_share`, that share of the steps takes a
@@ -92,9 +110,10 @@ GOLDEN_LONG = {
     'edgellm_gym/DeviceScheduling-v0': 'e880c531a4cc9f2f5868d0517577bdeafec6e811c5e7f50b7627107e5490619f',
     'edgellm_gym/EdgeCloudOffload-v0': '7e099a546255fb55ed59f598d131de666427db9c8efcdb7c976f6ba0daaa27c6',
     'edgellm_gym/TieredService-v0': 'bfa71e71354cee1889632d03d8a41d7d402cc209a6fed3350d8680f3e62fa67a',
+    LA: '2eebbe24c46af2781af2d580afeb6c6a98eb271abd604163bd92320b8842e84e',
 }
 
-CASES = [(e, p, s) for e in ENVS for p in PRESETS for s in SEEDS]
+CASES = [(e, p, s) for e in ENVS for p in PRESETS for s in SEEDS] + LA_CASES
 
 
 @pytest.mark.parametrize("env_id,preset,seed", CASES, ids=[f"{e.split('/')[1]}-{p}-{s}" for e, p, s in CASES])
@@ -103,7 +122,7 @@ def test_trajectory_matches_golden_hash(env_id, preset, seed):
 
 
 
-@pytest.mark.parametrize("env_id", ENVS, ids=[e.split("/")[1] for e in ENVS])
+@pytest.mark.parametrize("env_id", ENVS + (LA,), ids=[e.split("/")[1] for e in ENVS + (LA,)])
 def test_long_trajectory_with_masked_actions_matches_golden_hash(env_id):
     assert trajectory_sha256(env_id, "default", 0, steps=1500, invalid_share=0.1) == GOLDEN_LONG[env_id]
 
@@ -123,6 +142,8 @@ VARIANTS = {
                                            "a86a2cd8e743d75e713bdea471c7d6e80a262238111b8c3243a9891aa501608f"),
     "TieredService-v0-high-load": ("edgellm_gym/TieredService-v0", "high-load",
                                    "7c84eb3db1c539bcd0d01fe52289c9d81fff365c8d23f40b8cbc68dd31ebfb4d"),
+    "LayerAllocation-v0-pay-as-bid": (LA, {"payment_rule": "pay_as_bid"}, "eb7dee9c57d6b41c73e5e256a6ce3af7e50700527ea0ec9bcca0f65b73d30ad4"),
+    "LayerAllocation-v0-fcim-gamma-low": (LA, {"gamma": 0.2}, "6698f6438a8fe84ca109aa2db3ad78c0f8940384e713526c21d71caa4a353193"),
 }
 
 
@@ -132,10 +153,54 @@ def test_scenario_variant_matches_golden_hash(name):
     assert trajectory_sha256(env_id, scenario, 0, steps=1500, invalid_share=0.1) == golden
 
 
+def policy_trajectory_sha256(env_id: str, preset, seed: int, policy: str, steps: int) -> str:
+    """sha256 over a rollout driven by a registered policy (actions, observations, rewards, flags,
+    episode metrics): pins what the policy reads from `env.unwrapped.state`."""
+    from baselines.base import make_policy
+
+    env = gym.make(env_id, scenario=preset).unwrapped
+    pol = make_policy(env_id, policy)
+    h = hashlib.sha256()
+    obs, info = env.reset(seed=seed)
+    pol.reset(env, seed=seed)
+    h.update(obs.tobytes())
+    for _ in range(steps):
+        a = pol.act(obs, info)
+        obs, reward, terminated, truncated, info = env.step(a)
+        h.update(np.int64(a).tobytes() + obs.tobytes() + np.float64(reward).tobytes())
+        h.update(bytes([bool(terminated), bool(truncated)]))
+        if "episode_metrics" in info:
+            metrics = info["episode_metrics"]
+            h.update(repr(sorted(metrics)).encode())
+            h.update(np.array([metrics[k] for k in sorted(metrics)], dtype=np.float64).tobytes())
+        if terminated or truncated:
+            obs, info = env.reset()
+            h.update(obs.tobytes())
+    env.close()
+    return h.hexdigest()
+
+
+# LayerAllocation's state-reading reference policies (seed 0): one default episode and more
+POLICY_RUNS = {
+    (LA, "default", "fcim"): "f13e4c01227b89072d58c66ec1ac089eef753633c295fc85b3f8b0f890b67879",
+    (LA, "default", "performance"): "4d6e85ce2e6c1646426c2b83f5df93681717f5d82f9bf93bfaa90a02e5ad9ffb",
+    (LA, "jetson", "pipeedge"): "3f7f83033f7754cf9e9bc4715231d1f208dc5c8a575c8250402b1b15c78bea74",
+    (LA, "default", "hexgen"): "3e0c3f8b2e96b9e171d69d86dc4dc53dc39715adf15ceca9d1f2dbe6d9efe982",
+}
+
+
+@pytest.mark.parametrize("key", POLICY_RUNS, ids=[f"{e.split('/')[1]}-{p}-{q}" for e, p, q in POLICY_RUNS])
+def test_policy_driven_trajectory_matches_golden_hash(key):
+    env_id, preset, policy = key
+    assert policy_trajectory_sha256(env_id, preset, 0, policy, 800) == POLICY_RUNS[key]
+
+
 if __name__ == "__main__":
     for case in CASES:
         print(f"    {case!r}: {trajectory_sha256(*case)!r},")
-    for env_id in ENVS:
+    for env_id in ENVS + (LA,):
         print(f"    {env_id!r}: {trajectory_sha256(env_id, 'default', 0, steps=1500, invalid_share=0.1)!r},")
     for name, (env_id, scenario, _) in VARIANTS.items():
         print(f"    {name!r}: {trajectory_sha256(env_id, scenario, 0, steps=1500, invalid_share=0.1)!r},")
+    for key in POLICY_RUNS:
+        print(f"    {key!r}: {policy_trajectory_sha256(key[0], key[1], 0, key[2], 800)!r},")
