@@ -186,7 +186,9 @@ class PlacementQuantScenario:
     KV cache of `kv_tokens` tokens; a server hosting layers reserves an activation workspace
     for `activation_tokens` tokens ((2 h + f) x tokens x 2 bytes). `bits` is in decreasing order.
     With `solve_ilp`, every reset solves DILEMMA's ILP on the instance (baselines.dilemma) so the
-    episode metrics hold the optimum and the optimality gap.
+    episode metrics hold the optimum and the optimality gap. It is off by default: on OPT-350M x 8
+    servers a solve takes 1-10 s (docs/envs/placement_quantization.md), too slow for a reset in
+    RL training; the "default-ilp" preset turns it on for evaluation.
     """
 
     models: tuple[str, ...] = ("opt-350m", "opt-125m", "qwen2-0.5b", "smollm2-135m")
@@ -211,7 +213,7 @@ class PlacementQuantScenario:
     budget_min: float = 0.7
     budget_max: float = 1.3
     budget_ref_bits: int = 4
-    solve_ilp: bool = True
+    solve_ilp: bool = False
     ilp_solver: str = "auto"
     ilp_time_limit_s: float = 30.0
     infeasible_penalty_s: float = 1.0
@@ -249,11 +251,12 @@ class PlacementQuantScenario:
 
 
 register_preset(ENV_KEY, "default", PlacementQuantScenario())
+register_preset(ENV_KEY, "default-ilp", PlacementQuantScenario(solve_ilp=True))
 register_preset(ENV_KEY, "small", PlacementQuantScenario(models=("opt-125m",), n_servers=3, mem_frac_min=0.15,
                                                         mem_frac_max=0.5, solve_ilp=False))
 register_preset(ENV_KEY, "smollm2", PlacementQuantScenario(models=("smollm2-135m",), n_servers=6,
                                                           bits=(16, 8, 4, 3, 2)))
-register_preset(ENV_KEY, "opt-350m", PlacementQuantScenario(models=("opt-350m",)))
+register_preset(ENV_KEY, "opt-350m", PlacementQuantScenario(models=("opt-350m",), solve_ilp=True))
 
 MAX_DRAWS = 100
 _ILP_CACHE: dict = {}
