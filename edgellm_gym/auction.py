@@ -5,7 +5,7 @@ LayerAllocation env (its "fcim" payment rule) and the FCIM policy in
 
 from __future__ import annotations
 
-__all__ = ["fcim_winner_reward", "fcim_pool_round"]
+__all__ = ["fcim_winner_reward", "fcim_pool_round", "fcim_chosen_reward"]
 
 
 def fcim_winner_reward(p1: float, l1: float, p2: float | None, l2: float | None, remaining: int,
@@ -60,3 +60,13 @@ def fcim_pool_round(p, l, a, b, c, feasible, pool, remaining: int, chosen: int |
     reward = fcim_winner_reward(p[w1], l[w1], p[w2] if w2 >= 0 else None, l[w2] if w2 >= 0 else None,
                                 remaining, min(cs), sum(cs) / len(cs), alpha, beta, gamma, delta)
     return w1, w2, float(reward)
+
+
+def fcim_chosen_reward(p, l, a, b, c, feasible, pool, remaining: int, chosen: int, alpha: float = 0.1,
+                       beta: float = 0.3, gamma: float = 0.6, delta: float = 0.1) -> float:
+    """The reward of `fcim_pool_round(..., chosen=chosen)`, bit for bit, without the round when the
+    rule needs no runner-up: with gamma > alpha + beta, a winner whose bid does not exceed the
+    remaining layers is paid its own price whatever the other bids (step 3)."""
+    if gamma > alpha + beta and remaining >= l[chosen]:
+        return float(p[chosen])
+    return fcim_pool_round(p, l, a, b, c, feasible, pool, remaining, chosen, alpha, beta, gamma, delta)[2]

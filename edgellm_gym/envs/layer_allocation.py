@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import heapq
+from types import SimpleNamespace
 from dataclasses import dataclass, field
 
 import numpy as np
 from gymnasium import spaces
 
 from .. import costs
-from ..auction import fcim_pool_round
+from ..auction import fcim_chosen_reward
 from ..catalog import get_device, get_model
 from ..metrics import jain_index, mean_or_zero
 from ..scenario import register_preset, require, resolve_scenario
@@ -246,6 +247,15 @@ class LayerAllocationEnv(MaskedEnv):
         self._price_per_s = np.asarray(sc.price_usd_per_h, dtype=float) / 3600.0
         self._offdiag = 1.0 - np.eye(n)
         self._act_bytes_bits = self._model.hidden * 2 * 8.0  # one token's hidden state, in bits
+        # the distinct device types, their cost-model fields as columns (one call covers them all)
+        kinds = list(dict.fromkeys(sc.devices))
+        self._kind_of = np.array([kinds.index(d) for d in sc.devices])
+        self._kind_cols = SimpleNamespace(**{f: np.array([[getattr(get_device(d), f)] for d in kinds])
+                                             for f in ("peak_flops", "compute_efficiency", "mem_bw_Bps")})
+        self._cap_l, self._price_per_s_l = self._capacity.tolist(), self._price_per_s.tolist()
+        self._fcim_rule = sc.payment_rule == "fcim"
+        # flat observation indices written when a task opens: free share, bid layers, wait, feasible
+        self._open_idx = np.array([i * N_DEVICE_FEATURES + f for i in range(n) for f in (3, 4, 6, 8)])
         self.state: LayerAllocationState | None = None
 
     # ----------------------------------------------------------------- reset
@@ -256,10 +266,10 @@ class LayerAllocationEnv(MaskedEnv):
         k = len(req)
         self._arrival = req.arrival_s.astype(float)
         self._prompt, self._output = req.prompt_tokens, req.output_tokens
-        # per task x device: compute time of one layer (the cost model is linear in the layer count)
-        self._per_layer_s = np.stack(
-            [costs.layers_time_s(m, d, 1, req.prompt_tokens, req.output_tokens, sc.bits) for d in self._devices],
-            axis=1)
+        # per task x device: compute time of one layer (the cost model is linear in the layer count);
+        # one cost-model call over the distinct device types (their fields as columns), then per device
+        per_kind = costs.layers_time_s(m, self._kind_cols, 1, req.prompt_tokens, req.output_tokens, sc.bits)
+        self._per_layer_s = np.ascontiguousarray(per_kind[self._kind_of].T)
         self._layer_bytes = layer_bytes(m, sc.bits, req.prompt_tokens + req.output_tokens)
         self._ideal_s = self._per_layer_s.min(axis=1) * m.n_layers
         self._deadline = self._arrival + rng.uniform(sc.slack_min, sc.slack_max, size=k) * self._ideal_s
@@ -277,15 +287,26 @@ class LayerAllocationEnv(MaskedEnv):
         self._hop_s = g[:, None, None] * latency + act_s[:, None, None] * self._offdiag
         self._client_s = g[:, None] * client_latency
 
-        # observation parts that are fixed per task (see _open_task for the layout)
+        # observation parts that are fixed per task, in place in one row per task (layout: _open_task)
         scale = self._ideal_s[:, None]
         whole_s = self._per_layer_s * m.n_layers
         price = whole_s * self._price_per_s
-        self._static_dev = np.stack([whole_s / (whole_s + scale), price / (price + self._budget[:, None]),
-                                     self._client_s / (self._client_s + scale)], axis=2).astype(np.float32)
-        self._static_glob = np.stack([squash(self._deadline - self._arrival, self._ideal_s),
-                                      squash(req.prompt_tokens, 1000.0), squash(g, 100.0)], axis=1).astype(np.float32)
+        base = np.zeros((k,) + self.observation_space.shape, dtype=np.float32)
+        dev = base[:, : n * N_DEVICE_FEATURES].reshape(k, n, N_DEVICE_FEATURES)
+        dev[:, :, 0] = whole_s / (whole_s + scale)
+        dev[:, :, 1] = price / (price + self._budget[:, None])
+        dev[:, :, 2] = self._client_s / (self._client_s + scale)
+        glob = base[:, n * N_DEVICE_FEATURES:]
+        glob[:, 0] = squash(self._deadline - self._arrival, self._ideal_s)
+        glob[:, 1] = squash(req.prompt_tokens, 1000.0)
+        glob[:, 2] = squash(g, 100.0)
+        glob[:, 3] = 1.0
+        self._obs_base = base
         self._hop_obs = (self._hop_s / (self._hop_s + scale[:, :, None])).astype(np.float32)
+        # the step path works on Python numbers (numpy calls cost more than they save on a few devices)
+        self._arrival_l, self._layer_bytes_l = self._arrival.tolist(), self._layer_bytes.tolist()
+        self._ideal_l, self._budget_l = self._ideal_s.tolist(), self._budget.tolist()
+        self._deadline_l, self._per_layer_l = self._deadline.tolist(), self._per_layer_s.tolist()
 
         self._outcome = np.zeros(k, dtype=np.int8)
         self._completion = np.full(k, np.nan)
@@ -294,13 +315,16 @@ class LayerAllocationEnv(MaskedEnv):
         self._comm = np.zeros(k)
         self._payment = np.zeros(k)
         self._n_used = np.zeros(k, dtype=np.int64)
-        self._holdings: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # task -> (devices, bytes) held
+        self._holdings: dict[int, tuple[list[int], list[int]]] = {}  # task -> (devices, bytes) held
         self._events: list[tuple[float, int]] = []  # (completion time, task): frees its memory
         self._layers_per_device = np.zeros(n)
         self._paid_per_device = np.zeros(n)
         self._rounds = self._positive_rounds = 0
         self._pending_pay: list[float] = []
         self._pending_bid: list[float] = []
+        # Python mirrors of the state's free memory and busy times, and the current task's FCIM pool
+        self._free, self._busy = self._capacity.tolist(), [float(self._arrival[0])] * n
+        self._pool: list[int] = []
         self.state = LayerAllocationState(
             now_s=float(self._arrival[0]), task=0, total_layers=m.n_layers, remaining_layers=m.n_layers,
             chain=[], taken=[], used=np.zeros(n, dtype=bool), capacity_bytes=self._capacity.copy(),
@@ -333,31 +357,34 @@ class LayerAllocationEnv(MaskedEnv):
                 reward += self._commit()
                 reward += self._begin_task(st.task + 1)
         terminated = st.task < 0
-        self._update_mask()
-        info = self._info()
+        info = {"action_mask": self._mask.copy(), "invalid_action": False, "now_s": st.now_s, "task": st.task}
         if terminated:
             info["episode_metrics"] = self.episode_metrics()
-        return self._obs(), float(reward), terminated, False, info
+        return self._obs_buf.copy(), float(reward), terminated, False, info
 
     def _begin_task(self, task: int) -> float:
         """Move to `task`'s arrival, free the memory of tasks completed by then, build the bids.
         Tasks that do not fit the free memory are rejected here; returns their penalties."""
-        st, sc, n_tasks = self.state, self.scenario, len(self._arrival)
+        st, sc, n_tasks = self.state, self.scenario, len(self._arrival_l)
+        free, free_np, events, L = self._free, st.free_bytes, self._events, st.total_layers
         penalty = 0.0
+        for d in st.chain:
+            st.used[d] = False
         st.chain, st.taken = [], []
-        st.used[:] = False
         self._pending_pay, self._pending_bid = [], []
         while task < n_tasks:
-            st.now_s = float(self._arrival[task])
-            while self._events and self._events[0][0] <= st.now_s:
-                _, done = heapq.heappop(self._events)
+            st.now_s = now = self._arrival_l[task]
+            while events and events[0][0] <= now:
+                _, done = heapq.heappop(events)
                 devs, held = self._holdings.pop(done)
-                st.free_bytes[devs] += held
+                for d, b in zip(devs, held):
+                    free[d] += b
+                    free_np[d] = free[d]
             st.task = task
-            st.layer_bytes = int(self._layer_bytes[task])
-            bid_layers = np.minimum(st.free_bytes // st.layer_bytes, st.total_layers)
-            if bid_layers.sum() >= st.total_layers:
-                self._open_task(task, bid_layers)
+            st.layer_bytes = lb = self._layer_bytes_l[task]
+            bid = [min(f // lb, L) for f in free]
+            if sum(bid) >= L:
+                self._open_task(task, bid)
                 return penalty
             self._outcome[task] = REJECTED_NO_CAPACITY
             penalty -= sc.reject_penalty
@@ -368,132 +395,150 @@ class LayerAllocationEnv(MaskedEnv):
         st.bid_time_s[:] = 0.0
         st.bid_price_usd[:] = 0.0
         self._obs_buf[:] = 0.0
-        self._update_mask()
+        self._mask[:-1] = False
+        self._mask[-1] = True
         return penalty
 
-    def _open_task(self, task: int, bid_layers: np.ndarray) -> None:
-        """Set the state, the FCIM bid arrays and the observation for a task that fits."""
-        st, L = self.state, self.state.total_layers
+    def _open_task(self, task: int, bid: list[int]) -> None:
+        """Set the state, the FCIM bid lists, the mask and the observation for a task that fits."""
+        st, L, n = self.state, self.state.total_layers, self.n_devices
         st.remaining_layers = L
         st.per_layer_s = self._per_layer_s[task]
         st.hop_s, st.client_s = self._hop_s[task], self._client_s[task]
-        st.budget_usd, st.deadline_s = float(self._budget[task]), float(self._deadline[task])
-        st.arrival_s = st.now_s
-        st.bid_layers = bid_layers
-        st.bid_time_s = bid_layers * st.per_layer_s
-        st.bid_price_usd = st.bid_time_s * self._price_per_s
-        self._update_mask()
-        # FCIM ratios of this task's bids as lists (fixed while it is placed: a used device leaves the pool)
-        p, l, t = st.bid_price_usd.tolist(), bid_layers.tolist(), st.bid_time_s.tolist()
-        safe = [max(x, 1) for x in l]
-        feasible = (st.bid_price_usd <= st.budget_usd) & (st.bid_time_s <= st.deadline_s - st.now_s)
-        self._fcim = (p, l, [L / x for x in safe], [ti / x for ti, x in zip(t, safe)],
-                      [pi / x for pi, x in zip(p, safe)], feasible.tolist())
-        # observation: fixed per task (precomputed at reset), then what placing changes
-        dev, g = self._dev_obs, self._glob_obs
-        dev[:, :3] = self._static_dev[task]
-        dev[:, 3] = st.free_bytes / st.capacity_bytes
-        dev[:, 4] = bid_layers / L
-        dev[:, 5] = 0.0
-        wait = np.maximum(st.busy_until_s - st.now_s, 0.0)
-        dev[:, 6] = wait / (wait + self._ideal_s[task])
-        dev[:, 7] = 0.0
-        dev[:, 8] = feasible & (bid_layers >= 1)
-        g[:3] = self._static_glob[task]
-        g[3:] = (1.0, 0.0, 0.0)
+        st.budget_usd = budget = self._budget_l[task]
+        st.deadline_s = self._deadline_l[task]
+        st.arrival_s = now = st.now_s
+        t = [x * y for x, y in zip(bid, self._per_layer_l[task])]
+        p = [x * y for x, y in zip(t, self._price_per_s_l)]
+        st.bid_layers = np.array(bid, dtype=np.int64)
+        st.bid_time_s = np.array(t)
+        st.bid_price_usd = np.array(p)
+        # FCIM ratios of this task's bids (fixed while it is placed: a used device leaves the pool)
+        safe = [max(x, 1) for x in bid]
+        slack = st.deadline_s - now
+        feasible = [pi <= budget and ti <= slack for pi, ti in zip(p, t)]
+        self._fcim = (p, bid, [L / x for x in safe], [ti / x for ti, x in zip(t, safe)],
+                      [pi / x for pi, x in zip(p, safe)], feasible)
+        self._pool = [i for i in range(n) if bid[i] >= 1]
+        self._mask[:-1] = [x >= 1 for x in bid]
+        self._mask[-1] = True
+        # observation: the task's fixed row (built at reset), then per device free memory share,
+        # bid layers / L, wait until free and FCIM feasibility
+        ideal, free, cap, busy = self._ideal_l[task], self._free, self._cap_l, self._busy
+        vals = []
+        for i in range(n):
+            w = busy[i] - now
+            w = w if w > 0.0 else 0.0
+            vals += (free[i] / cap[i], bid[i] / L, w / (w + ideal), 1.0 if feasible[i] and bid[i] >= 1 else 0.0)
+        buf = self._obs_base[task].copy()
+        buf[self._open_idx] = vals
+        self._obs_buf = buf
 
     def _place(self, d: int) -> float:
         """Append device `d` to the current task's pipeline; it is paid when the task commits."""
         st, sc = self.state, self.scenario
-        layers = int(st.bid_layers[d])
-        take = min(layers, st.remaining_layers)
-        price = float(st.bid_price_usd[d])
-        if sc.payment_rule == "fcim":
-            pool = np.flatnonzero(self._mask[:-1]).tolist()
-            pay = fcim_pool_round(*self._fcim, pool, st.remaining_layers, chosen=d, alpha=sc.alpha,
-                                  beta=sc.beta, gamma=sc.gamma, delta=sc.delta)[2]
+        p, bid = self._fcim[0], self._fcim[1]
+        layers = bid[d]
+        remaining = st.remaining_layers
+        take = min(layers, remaining)
+        price = p[d]
+        if self._fcim_rule:
+            pay = fcim_chosen_reward(*self._fcim, self._pool, remaining, d, sc.alpha, sc.beta, sc.gamma, sc.delta)
         else:
             pay = price / layers * take
+        self._pool.remove(d)
         self._pending_pay.append(pay)
         self._pending_bid.append(price / layers * take)
         st.chain.append(d)
         st.taken.append(take)
         st.used[d] = True
-        st.free_bytes[d] -= take * st.layer_bytes
-        st.remaining_layers -= take
+        self._free[d] = free = self._free[d] - take * st.layer_bytes
+        st.free_bytes[d] = free
+        st.remaining_layers = remaining = remaining - take
         st.bid_layers[d] = 0
         st.bid_time_s[d] = 0.0
         st.bid_price_usd[d] = 0.0
         self._mask[d] = False
-        dev, g, L = self._dev_obs, self._glob_obs, st.total_layers
-        dev[d, 3] = st.free_bytes[d] / st.capacity_bytes[d]
-        dev[d, 4] = 0.0
-        dev[d, 5] = 1.0
-        dev[:, 7] = self._hop_obs[st.task, d]
-        dev[d, 8] = 0.0
-        g[3] = st.remaining_layers / L
-        g[4] = len(st.chain) / self.n_devices
+        buf, L, n, i = self._obs_buf, st.total_layers, self.n_devices, d * N_DEVICE_FEATURES
+        buf[i + 3] = free / self._cap_l[d]
+        buf[i + 4] = 0.0
+        buf[i + 5] = 1.0
+        buf[7:n * N_DEVICE_FEATURES:N_DEVICE_FEATURES] = self._hop_obs[st.task, d]
+        buf[i + 8] = 0.0
+        g = n * N_DEVICE_FEATURES
+        buf[g + 3] = remaining / L
+        buf[g + 4] = len(st.chain) / n
         pays = sum(self._pending_pay)
-        g[5] = pays / (pays + st.budget_usd)
+        buf[g + 5] = pays / (pays + st.budget_usd)
         return 0.0
 
     def _commit(self) -> float:
         """The task's pipeline is complete: schedule it, pay its devices, return its reward."""
         st, sc, t = self.state, self.scenario, self.state.task
-        chain = np.array(st.chain, dtype=np.int64)  # no device twice in a chain: fancy += is safe below
-        taken = np.array(st.taken, dtype=np.int64)
-        pays = np.array(self._pending_pay)
-        compute = float(st.per_layer_s[chain] @ taken)
-        comm = float(st.hop_s[chain[:-1], chain[1:]].sum() + st.client_s[chain[-1]])
-        start = max(st.now_s, float(st.busy_until_s[chain].max()))
+        chain, taken, pays = st.chain, st.taken, self._pending_pay  # no device twice in a chain
+        now, busy = st.now_s, self._busy
+        if len(chain) < 8:  # numpy adds fewer than 8 (dot: 16) float64s in order: so does this, bit for bit
+            per = self._per_layer_l[t]
+            compute = 0.0
+            for d, k in zip(chain, taken):
+                compute += per[d] * k
+            hop = self._hop_s[t]
+            comm = 0.0
+            for i, j in zip(chain, chain[1:]):
+                comm += hop[i, j]
+            comm = float(comm + self._client_s[t, chain[-1]])
+            paid = 0.0
+            for x in pays:
+                paid += x
+        else:
+            c = np.array(chain)
+            compute = float(st.per_layer_s[c] @ np.array(taken, dtype=np.int64))
+            comm = float(st.hop_s[c[:-1], c[1:]].sum() + st.client_s[c[-1]])
+            paid = float(np.sum(pays))
+        start = now
+        for d in chain:
+            if busy[d] > start:
+                start = busy[d]
         done = start + compute + comm
-        st.busy_until_s[chain] = done
-        self._holdings[t] = (chain, taken * st.layer_bytes)
+        for d in chain:
+            busy[d] = done
+            st.busy_until_s[d] = done
+        lb = st.layer_bytes
+        self._holdings[t] = (chain, [k * lb for k in taken])
         heapq.heappush(self._events, (done, t))
-        paid = float(pays.sum())
         self._outcome[t] = ALLOCATED
-        self._completion[t], self._wait[t] = done, start - st.now_s
+        self._completion[t], self._wait[t] = done, start - now
         self._compute[t], self._comm[t], self._payment[t] = compute, comm, paid
-        self._n_used[t] = chain.size
-        self._layers_per_device[chain] += taken
-        self._paid_per_device[chain] += pays
-        self._rounds += chain.size
-        self._positive_rounds += sum(p >= q * (1 - 1e-12) for p, q in zip(self._pending_pay, self._pending_bid))
-        reward = -(sc.w_latency * (done - st.now_s) / self._ideal_s[t] + sc.w_payment * paid / st.budget_usd
-                   + sc.w_devices * chain.size)
+        self._n_used[t] = len(chain)
+        lpd, ppd = self._layers_per_device, self._paid_per_device
+        for d, k, x in zip(chain, taken, pays):
+            lpd[d] += k
+            ppd[d] += x
+        self._rounds += len(chain)
+        self._positive_rounds += sum(p >= q * (1 - 1e-12) for p, q in zip(pays, self._pending_bid))
+        reward = -(sc.w_latency * (done - now) / self._ideal_l[t] + sc.w_payment * paid / st.budget_usd
+                   + sc.w_devices * len(chain))
         if done > st.deadline_s:
             reward -= sc.miss_penalty
         return float(reward)
 
     def _reject(self, reason: int) -> float:
         """Reject the current task: release what it holds, count the reason."""
-        st = self.state
+        st, free = self.state, self._free
         for d, k in zip(st.chain, st.taken):
-            st.free_bytes[d] += k * st.layer_bytes
+            free[d] += k * st.layer_bytes
+            st.free_bytes[d] = free[d]
         self._outcome[st.task] = reason
         return -self.scenario.reject_penalty
 
     # --------------------------------------------------------- observations
-    # views of the observation buffer, made on use: views kept as attributes would not survive a pickle
-    @property
-    def _dev_obs(self) -> np.ndarray:
-        return self._obs_buf[: self.n_devices * N_DEVICE_FEATURES].reshape(self.n_devices, N_DEVICE_FEATURES)
-
-    @property
-    def _glob_obs(self) -> np.ndarray:
-        return self._obs_buf[self.n_devices * N_DEVICE_FEATURES:]
-
-    def _update_mask(self) -> None:
-        st = self.state
-        self._mask[:-1] = (st.bid_layers >= 1) & ~st.used
-        self._mask[-1] = True
-
     def _obs(self) -> np.ndarray:
         return self._obs_buf.copy()
 
     def _info(self) -> dict:
         st = self.state
         return {"action_mask": self._mask.copy(), "invalid_action": False, "now_s": st.now_s, "task": st.task}
+
 
     # -------------------------------------------------------------- metrics
     def invariant_violations(self) -> list[str]:
