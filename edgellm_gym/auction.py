@@ -62,11 +62,19 @@ def fcim_pool_round(p, l, a, b, c, feasible, pool, remaining: int, chosen: int |
     return w1, w2, float(reward)
 
 
-def fcim_chosen_reward(p, l, a, b, c, feasible, pool, remaining: int, chosen: int, alpha: float = 0.1,
-                       beta: float = 0.3, gamma: float = 0.6, delta: float = 0.1) -> float:
-    """The reward of `fcim_pool_round(..., chosen=chosen)`, bit for bit, without the round when the
-    rule needs no runner-up: with gamma > alpha + beta, a winner whose bid does not exceed the
-    remaining layers is paid its own price whatever the other bids (step 3)."""
+def fcim_chosen_reward(p, l, t, feasible, total_layers: int, pool, remaining: int, chosen: int,
+                       alpha: float = 0.1, beta: float = 0.3, gamma: float = 0.6, delta: float = 0.1) -> float:
+    """The reward to `chosen` of `fcim_pool_round(..., chosen=chosen)`, bit for bit, from the bids'
+    prices `p`, layers `l` and times `t` (the ratios L / l, T / l, P / l with l at least 1).
+
+    The round is skipped when the rule needs no runner-up: with gamma > alpha +
+    beta, a winner whose bid does not exceed the remaining layers is paid its
+    own price whatever the other bids (step 3).
+    """
     if gamma > alpha + beta and remaining >= l[chosen]:
         return float(p[chosen])
+    safe = [max(x, 1) for x in l]
+    a = [total_layers / x for x in safe]
+    b = [ti / x for ti, x in zip(t, safe)]
+    c = [pi / x for pi, x in zip(p, safe)]
     return fcim_pool_round(p, l, a, b, c, feasible, pool, remaining, chosen, alpha, beta, gamma, delta)[2]

@@ -139,6 +139,11 @@ class LayerAllocationState:
     time T_i of those layers, price P_i = rate x T_i. `hop_s[i, j]`: the
     communication time of the task's hidden states from device i to j over the
     whole request; `client_s[i]`: returning its tokens from device i to the client.
+
+    The env's step path updates Python lists (`free`, `busy`, `bids`, ...); the
+    device arrays (`free_bytes`, `used`, `bid_layers`, ...) are built from them
+    on each read, so they always show the current state and writing into them
+    changes nothing.
     """
 
     now_s: float
@@ -147,20 +152,63 @@ class LayerAllocationState:
     remaining_layers: int
     chain: list[int]  # devices chosen for the current task, in pipeline order
     taken: list[int]  # layers each of them took
-    used: np.ndarray  # bool: device already used by the current task
     capacity_bytes: np.ndarray
-    free_bytes: np.ndarray
-    busy_until_s: np.ndarray
     layer_bytes: int  # per layer of the current task (weights + KV cache)
-    per_layer_s: np.ndarray  # compute time of one layer of the current task per device
-    bid_layers: np.ndarray
-    bid_time_s: np.ndarray
-    bid_price_usd: np.ndarray
-    hop_s: np.ndarray
-    client_s: np.ndarray
     budget_usd: float
     deadline_s: float
     arrival_s: float
+    free: list[int]  # free bytes per device
+    busy: list[float]  # time each device is busy until
+    bids: list[int]  # bid layers of the current task per device, before any was used
+    bid_times: list[float]
+    bid_prices: list[float]
+    row: int  # the current (or, at the end, the last) task's row of the per-task tables
+    tables: tuple[np.ndarray, np.ndarray, np.ndarray] = field(repr=False)  # per_layer_s, hop_s, client_s
+
+    @property
+    def free_bytes(self) -> np.ndarray:
+        return np.array(self.free, dtype=np.int64)
+
+    @property
+    def busy_until_s(self) -> np.ndarray:
+        return np.array(self.busy, dtype=float)
+
+    @property
+    def used(self) -> np.ndarray:
+        """Bool: device already used by the current task."""
+        used = np.zeros(len(self.free), dtype=bool)
+        used[self.chain] = True
+        return used
+
+    def _bid_array(self, values, dtype) -> np.ndarray:
+        out = np.array(values, dtype=dtype)
+        out[self.chain] = 0  # a used device bids no more for this task
+        return out
+
+    @property
+    def bid_layers(self) -> np.ndarray:
+        return self._bid_array(self.bids, np.int64)
+
+    @property
+    def bid_time_s(self) -> np.ndarray:
+        return self._bid_array(self.bid_times, float)
+
+    @property
+    def bid_price_usd(self) -> np.ndarray:
+        return self._bid_array(self.bid_prices, float)
+
+    @property
+    def per_layer_s(self) -> np.ndarray:
+        """Compute time of one layer of the current task per device."""
+        return self.tables[0][self.row]
+
+    @property
+    def hop_s(self) -> np.ndarray:
+        return self.tables[1][self.row]
+
+    @property
+    def client_s(self) -> np.ndarray:
+        return self.tables[2][self.row]
 
 
 class LayerAllocationEnv(MaskedEnv):
@@ -322,16 +370,14 @@ class LayerAllocationEnv(MaskedEnv):
         self._rounds = self._positive_rounds = 0
         self._pending_pay: list[float] = []
         self._pending_bid: list[float] = []
-        # Python mirrors of the state's free memory and busy times, and the current task's FCIM pool
-        self._free, self._busy = self._capacity.tolist(), [float(self._arrival[0])] * n
-        self._pool: list[int] = []
+        zeros = [0] * n
         self.state = LayerAllocationState(
             now_s=float(self._arrival[0]), task=0, total_layers=m.n_layers, remaining_layers=m.n_layers,
-            chain=[], taken=[], used=np.zeros(n, dtype=bool), capacity_bytes=self._capacity.copy(),
-            free_bytes=self._capacity.copy(), busy_until_s=np.full(n, float(self._arrival[0])), layer_bytes=0,
-            per_layer_s=np.zeros(n), bid_layers=np.zeros(n, dtype=np.int64), bid_time_s=np.zeros(n),
-            bid_price_usd=np.zeros(n), hop_s=np.zeros((n, n)), client_s=np.zeros(n), budget_usd=0.0,
-            deadline_s=0.0, arrival_s=0.0)
+            chain=[], taken=[], capacity_bytes=self._capacity.copy(), layer_bytes=0, budget_usd=0.0,
+            deadline_s=0.0, arrival_s=0.0, free=self._capacity.tolist(), busy=[float(self._arrival[0])] * n,
+            bids=zeros, bid_times=zeros, bid_prices=zeros, row=0,
+            tables=(self._per_layer_s, self._hop_s, self._client_s))
+        self._pool: list[int] = []  # the current task's FCIM pool: devices with room not used yet
         self._last_now_s = self.state.now_s
         self._obs_buf = np.zeros(self.observation_space.shape, dtype=np.float32)
         penalty = self._begin_task(0)
@@ -366,10 +412,8 @@ class LayerAllocationEnv(MaskedEnv):
         """Move to `task`'s arrival, free the memory of tasks completed by then, build the bids.
         Tasks that do not fit the free memory are rejected here; returns their penalties."""
         st, sc, n_tasks = self.state, self.scenario, len(self._arrival_l)
-        free, free_np, events, L = self._free, st.free_bytes, self._events, st.total_layers
+        free, events, L = st.free, self._events, st.total_layers
         penalty = 0.0
-        for d in st.chain:
-            st.used[d] = False
         st.chain, st.taken = [], []
         self._pending_pay, self._pending_bid = [], []
         while task < n_tasks:
@@ -379,7 +423,6 @@ class LayerAllocationEnv(MaskedEnv):
                 devs, held = self._holdings.pop(done)
                 for d, b in zip(devs, held):
                     free[d] += b
-                    free_np[d] = free[d]
             st.task = task
             st.layer_bytes = lb = self._layer_bytes_l[task]
             bid = [min(f // lb, L) for f in free]
@@ -391,45 +434,41 @@ class LayerAllocationEnv(MaskedEnv):
             task += 1
         st.task = -1
         st.remaining_layers = 0
-        st.bid_layers[:] = 0
-        st.bid_time_s[:] = 0.0
-        st.bid_price_usd[:] = 0.0
+        st.bids = st.bid_times = st.bid_prices = [0] * self.n_devices
         self._obs_buf[:] = 0.0
         self._mask[:-1] = False
         self._mask[-1] = True
         return penalty
 
     def _open_task(self, task: int, bid: list[int]) -> None:
-        """Set the state, the FCIM bid lists, the mask and the observation for a task that fits."""
+        """Set the state, the FCIM bids, the mask and the observation for a task that fits."""
         st, L, n = self.state, self.state.total_layers, self.n_devices
         st.remaining_layers = L
-        st.per_layer_s = self._per_layer_s[task]
-        st.hop_s, st.client_s = self._hop_s[task], self._client_s[task]
+        st.row = task
         st.budget_usd = budget = self._budget_l[task]
         st.deadline_s = self._deadline_l[task]
         st.arrival_s = now = st.now_s
-        t = [x * y for x, y in zip(bid, self._per_layer_l[task])]
-        p = [x * y for x, y in zip(t, self._price_per_s_l)]
-        st.bid_layers = np.array(bid, dtype=np.int64)
-        st.bid_time_s = np.array(t)
-        st.bid_price_usd = np.array(p)
-        # FCIM ratios of this task's bids (fixed while it is placed: a used device leaves the pool)
-        safe = [max(x, 1) for x in bid]
+        st.bids = bid
+        st.bid_times = t = [x * y for x, y in zip(bid, self._per_layer_l[task])]
+        st.bid_prices = p = [x * y for x, y in zip(t, self._price_per_s_l)]
+        # FCIM feasibility of this task's bids (fixed while it is placed: a used device leaves the pool)
         slack = st.deadline_s - now
-        feasible = [pi <= budget and ti <= slack for pi, ti in zip(p, t)]
-        self._fcim = (p, bid, [L / x for x in safe], [ti / x for ti, x in zip(t, safe)],
-                      [pi / x for pi, x in zip(p, safe)], feasible)
-        self._pool = [i for i in range(n) if bid[i] >= 1]
-        self._mask[:-1] = [x >= 1 for x in bid]
-        self._mask[-1] = True
+        self._feasible = feasible = [pi <= budget and ti <= slack for pi, ti in zip(p, t)]
+        if min(bid) >= 1:
+            self._pool = list(range(n))
+            self._mask[:] = True
+        else:
+            self._pool = [i for i in range(n) if bid[i] >= 1]
+            self._mask[:-1] = [x >= 1 for x in bid]
+            self._mask[-1] = True
         # observation: the task's fixed row (built at reset), then per device free memory share,
         # bid layers / L, wait until free and FCIM feasibility
-        ideal, free, cap, busy = self._ideal_l[task], self._free, self._cap_l, self._busy
+        ideal, free, cap = self._ideal_l[task], st.free, self._cap_l
         vals = []
-        for i in range(n):
-            w = busy[i] - now
-            w = w if w > 0.0 else 0.0
-            vals += (free[i] / cap[i], bid[i] / L, w / (w + ideal), 1.0 if feasible[i] and bid[i] >= 1 else 0.0)
+        for i, b in enumerate(st.busy):
+            w = b - now if b > now else 0.0
+            x = bid[i]
+            vals += (free[i] / cap[i], x / L, w / (w + ideal), 1.0 if feasible[i] and x >= 1 else 0.0)
         buf = self._obs_base[task].copy()
         buf[self._open_idx] = vals
         self._obs_buf = buf
@@ -437,13 +476,13 @@ class LayerAllocationEnv(MaskedEnv):
     def _place(self, d: int) -> float:
         """Append device `d` to the current task's pipeline; it is paid when the task commits."""
         st, sc = self.state, self.scenario
-        p, bid = self._fcim[0], self._fcim[1]
-        layers = bid[d]
+        layers = st.bids[d]
         remaining = st.remaining_layers
         take = min(layers, remaining)
-        price = p[d]
+        price = st.bid_prices[d]
         if self._fcim_rule:
-            pay = fcim_chosen_reward(*self._fcim, self._pool, remaining, d, sc.alpha, sc.beta, sc.gamma, sc.delta)
+            pay = fcim_chosen_reward(st.bid_prices, st.bids, st.bid_times, self._feasible, st.total_layers,
+                                     self._pool, remaining, d, sc.alpha, sc.beta, sc.gamma, sc.delta)
         else:
             pay = price / layers * take
         self._pool.remove(d)
@@ -451,13 +490,8 @@ class LayerAllocationEnv(MaskedEnv):
         self._pending_bid.append(price / layers * take)
         st.chain.append(d)
         st.taken.append(take)
-        st.used[d] = True
-        self._free[d] = free = self._free[d] - take * st.layer_bytes
-        st.free_bytes[d] = free
+        st.free[d] = free = st.free[d] - take * st.layer_bytes
         st.remaining_layers = remaining = remaining - take
-        st.bid_layers[d] = 0
-        st.bid_time_s[d] = 0.0
-        st.bid_price_usd[d] = 0.0
         self._mask[d] = False
         buf, L, n, i = self._obs_buf, st.total_layers, self.n_devices, d * N_DEVICE_FEATURES
         buf[i + 3] = free / self._cap_l[d]
@@ -476,7 +510,7 @@ class LayerAllocationEnv(MaskedEnv):
         """The task's pipeline is complete: schedule it, pay its devices, return its reward."""
         st, sc, t = self.state, self.scenario, self.state.task
         chain, taken, pays = st.chain, st.taken, self._pending_pay  # no device twice in a chain
-        now, busy = st.now_s, self._busy
+        now, busy = st.now_s, st.busy
         if len(chain) < 8:  # numpy adds fewer than 8 (dot: 16) float64s in order: so does this, bit for bit
             per = self._per_layer_l[t]
             compute = 0.0
@@ -492,8 +526,8 @@ class LayerAllocationEnv(MaskedEnv):
                 paid += x
         else:
             c = np.array(chain)
-            compute = float(st.per_layer_s[c] @ np.array(taken, dtype=np.int64))
-            comm = float(st.hop_s[c[:-1], c[1:]].sum() + st.client_s[c[-1]])
+            compute = float(self._per_layer_s[t, c] @ np.array(taken, dtype=np.int64))
+            comm = float(self._hop_s[t, c[:-1], c[1:]].sum() + self._client_s[t, c[-1]])
             paid = float(np.sum(pays))
         start = now
         for d in chain:
@@ -502,7 +536,6 @@ class LayerAllocationEnv(MaskedEnv):
         done = start + compute + comm
         for d in chain:
             busy[d] = done
-            st.busy_until_s[d] = done
         lb = st.layer_bytes
         self._holdings[t] = (chain, [k * lb for k in taken])
         heapq.heappush(self._events, (done, t))
@@ -524,10 +557,9 @@ class LayerAllocationEnv(MaskedEnv):
 
     def _reject(self, reason: int) -> float:
         """Reject the current task: release what it holds, count the reason."""
-        st, free = self.state, self._free
+        st, free = self.state, self.state.free
         for d, k in zip(st.chain, st.taken):
             free[d] += k * st.layer_bytes
-            st.free_bytes[d] = free[d]
         self._outcome[st.task] = reason
         return -self.scenario.reject_penalty
 
