@@ -64,19 +64,43 @@ class SlotNet(nn.Module):
     scored by a linear head on the summary. The critic is a plain MLP over the
     whole observation. Sizes: `net_arch["pi"]` for the slot encoder,
     `net_arch["vf"]` for the critic.
+
+    Strided layout (`slot_blocks`, for actions indexed by a pair, e.g.
+    TieredService's (node, variant)): slots form a grid `slot_grid = [A, B]`,
+    slot `a * B + b` is action `a * B + b`, and its feature j is
+    `obs[offset_j + a * stride_a_j + b * stride_b_j]` for
+    `slot_blocks[j] = [offset_j, stride_a_j, stride_b_j]`, so a per-node
+    feature (stride_b 0), a per-variant one (stride_a 0) and a per-pair one all
+    reach the slot. The global features are then every observation feature no
+    block reads. `slot_features`, `n_slots` and `slot_start` are unused there.
     """
 
     def __init__(self, obs_dim: int, n_actions: int, slot_features: int, net_arch: dict, activation_fn,
-                 n_slots: int | None = None, slot_start: int = 0) -> None:
+                 n_slots: int | None = None, slot_start: int = 0, slot_blocks: list | None = None,
+                 slot_grid: list | None = None) -> None:
         super().__init__()
-        k = n_actions if n_slots is None else int(n_slots)
+        self.register_buffer("index", None, persistent=False)  # the strided layout's (slot, feature) indices
+        if slot_blocks is not None:
+            if slot_grid is None or len(slot_grid) != 2:
+                raise ValueError("slot_blocks needs slot_grid = [A, B] (A * B slots)")
+            a, b = np.meshgrid(np.arange(int(slot_grid[0])), np.arange(int(slot_grid[1])), indexing="ij")
+            index = np.stack([off + a.ravel() * sa + b.ravel() * sb for off, sa, sb in slot_blocks], axis=1)
+            if index.min() < 0 or index.max() >= obs_dim:
+                raise ValueError(f"slot_blocks read outside the observation (size {obs_dim})")
+            k, slot_features = index.shape
+            self.register_buffer("index", th.as_tensor(index, dtype=th.long), persistent=False)
+            rest = np.setdiff1d(np.arange(obs_dim), index.ravel())
+            self.register_buffer("glob_index", th.as_tensor(rest, dtype=th.long), persistent=False)
+            slot_start = 0
+        else:
+            k = n_actions if n_slots is None else int(n_slots)
         if not 1 <= k <= n_actions:
             raise ValueError(f"n_slots={k} must be in [1, n_actions={n_actions}]")
-        if slot_start < 0 or slot_start + k * slot_features > obs_dim:
+        if self.index is None and (slot_start < 0 or slot_start + k * slot_features > obs_dim):
             raise ValueError(f"slot_start={slot_start} + {k} slots x slot_features={slot_features} "
                              f"exceeds the observation size {obs_dim}")
         self.k, self.f, self.start = k, slot_features, slot_start
-        self.g = obs_dim - k * slot_features
+        self.g = obs_dim - k * slot_features if self.index is None else int(self.glob_index.numel())
         self.extra = n_actions - k
         pi, vf = list(net_arch["pi"]), list(net_arch["vf"])
         self.encoder = _mlp(self.f + self.g, pi, activation_fn)
@@ -90,8 +114,11 @@ class SlotNet(nn.Module):
 
     def forward_actor(self, x: th.Tensor) -> th.Tensor:
         b, end = x.shape[0], self.start + self.k * self.f
-        slots = x[:, self.start:end].reshape(b, self.k, self.f)
-        glob = th.cat([x[:, : self.start], x[:, end:]], dim=-1)
+        if self.index is None:
+            slots = x[:, self.start:end].reshape(b, self.k, self.f)
+            glob = th.cat([x[:, : self.start], x[:, end:]], dim=-1)
+        else:
+            slots, glob = x[:, self.index], x[:, self.glob_index]
         h = self.encoder(th.cat([slots, glob.unsqueeze(1).expand(b, self.k, self.g)], dim=-1))  # (b, k, d)
         summary = th.cat([h.mean(dim=1), h.max(dim=1).values], dim=-1)
         logits = self.scorer(th.cat([h, summary.unsqueeze(1).expand(b, self.k, -1)], dim=-1)).squeeze(-1)
@@ -118,19 +145,22 @@ def _mlp(n_in: int, sizes: list[int], activation_fn) -> nn.Sequential:
 class _SlotMixin:
     """Swap the MLP extractor for `SlotNet`; its slot scores are the logits (no action_net layer)."""
 
-    def __init__(self, *args, slot_features: int, n_slots: int | None = None, slot_start: int = 0,
-                 **kwargs) -> None:
+    def __init__(self, *args, slot_features: int = 0, n_slots: int | None = None, slot_start: int = 0,
+                 slot_blocks: list | None = None, slot_grid: list | None = None, **kwargs) -> None:
         self.slot_features, self.n_slots, self.slot_start = int(slot_features), n_slots, int(slot_start)
+        self.slot_blocks, self.slot_grid = slot_blocks, slot_grid
         super().__init__(*args, **kwargs)
 
     def _get_constructor_parameters(self) -> dict:
+        extra = {} if self.slot_blocks is None else dict(slot_blocks=self.slot_blocks, slot_grid=self.slot_grid)
         return dict(super()._get_constructor_parameters(), slot_features=self.slot_features, n_slots=self.n_slots,
-                    slot_start=self.slot_start)
+                    slot_start=self.slot_start, **extra)
 
     def _build_mlp_extractor(self) -> None:
         arch = self.net_arch if isinstance(self.net_arch, dict) else dict(pi=self.net_arch, vf=self.net_arch)
         self.mlp_extractor = SlotNet(self.features_dim, int(self.action_space.n), self.slot_features, arch,
-                                     self.activation_fn, self.n_slots, self.slot_start)
+                                     self.activation_fn, self.n_slots, self.slot_start, self.slot_blocks,
+                                     self.slot_grid)
 
     def _build(self, lr_schedule) -> None:
         super()._build(lr_schedule)
