@@ -23,7 +23,10 @@ def fcim_winner_reward(p1: float, l1: float, p2: float | None, l2: float | None,
 
 def _normalised(x: list[float]) -> list[float]:
     lo, hi = min(x), max(x)
-    return [(v - lo) / (hi - lo) for v in x] if hi != lo else [0.0] * len(x)
+    if hi == lo:
+        return [0.0] * len(x)
+    span = hi - lo
+    return [(v - lo) / span for v in x]
 
 
 def fcim_pool_round(p, l, a, b, c, feasible, pool, remaining: int, chosen: int | None = None,
@@ -45,10 +48,10 @@ def fcim_pool_round(p, l, a, b, c, feasible, pool, remaining: int, chosen: int |
     # the two heads of a stable ascending sort of the feasible bids: strict < keeps the earlier on ties
     w1 = w2 = -1
     s1 = s2 = float("inf")
-    for k, i in enumerate(pool):
+    for i, x, y, z in zip(pool, na, nb, nc):
         if i == chosen or not feasible[i]:
             continue
-        s = alpha * na[k] + beta * nb[k] + gamma * nc[k]
+        s = alpha * x + beta * y + gamma * z
         if s < s1 and chosen is None:
             w2, s2, w1, s1 = w1, s1, i, s
         elif s < s2:
@@ -69,9 +72,12 @@ def fcim_chosen_reward(p, l, t, feasible, total_layers: int, pool, remaining: in
 
     The round is skipped when the rule needs no runner-up: with gamma > alpha +
     beta, a winner whose bid does not exceed the remaining layers is paid its
-    own price whatever the other bids (step 3).
+    own price whatever the other bids (step 3), and so is a winner with no
+    other feasible bid in the pool.
     """
     if gamma > alpha + beta and remaining >= l[chosen]:
+        return float(p[chosen])
+    if not any(feasible[i] for i in pool if i != chosen):  # no runner-up: the winner is paid its price
         return float(p[chosen])
     safe = [max(x, 1) for x in l]
     a = [total_layers / x for x in safe]

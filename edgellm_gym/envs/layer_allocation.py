@@ -425,7 +425,7 @@ class LayerAllocationEnv(MaskedEnv):
                     free[d] += b
             st.task = task
             st.layer_bytes = lb = self._layer_bytes_l[task]
-            bid = [min(f // lb, L) for f in free]
+            bid = [x if (x := f // lb) < L else L for f in free]  # min(free // lb, L)
             if sum(bid) >= L:
                 self._open_task(task, bid)
                 return penalty
