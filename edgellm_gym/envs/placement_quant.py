@@ -257,6 +257,8 @@ register_preset(ENV_KEY, "small", PlacementQuantScenario(models=("opt-125m",), n
 register_preset(ENV_KEY, "smollm2", PlacementQuantScenario(models=("smollm2-135m",), n_servers=6,
                                                           bits=(16, 8, 4, 3, 2)))
 register_preset(ENV_KEY, "opt-350m", PlacementQuantScenario(models=("opt-350m",), solve_ilp=True))
+# `edgellm-gym stress` fuzzes these: the other presets only add an ILP solve (seconds) per reset
+FUZZ_PRESETS = ("default", "small", "smollm2")
 
 MAX_DRAWS = 100
 _ILP_CACHE: dict = {}
