@@ -251,3 +251,15 @@ def test_baselines_pick_by_their_rule_on_the_first_user():
         else:
             assert st.accuracy[v] >= st.min_accuracy[0]
             assert st.node_tier[n] == min(st.node_tier[(st.deployed & (st.accuracy >= st.min_accuracy[0])).any(1)])
+
+
+def test_window_users_are_presented_tightest_deadline_first_unless_asked_otherwise():
+    env = gym.make("edgellm_gym/TieredService-v0")
+    env.reset(seed=3)
+    st = env.unwrapped.state
+    k = st.users_per_window
+    by_window = st.deadline_s.reshape(-1, k)
+    assert np.all(np.diff(by_window, axis=1) >= 0)
+    env = gym.make("edgellm_gym/TieredService-v0", scenario={"user_order": "arrival"})
+    env.reset(seed=3)
+    assert not np.all(np.diff(env.unwrapped.state.deadline_s.reshape(-1, k), axis=1) >= 0)

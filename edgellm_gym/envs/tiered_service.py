@@ -89,8 +89,13 @@ class TieredServiceScenario:
     deadline_base_s: float = 1.0
     tpot_min_s: float = 0.01
     tpot_max_s: float = 0.1
+    # order in which a window's users are presented: "deadline" (tightest first, ties to the higher
+    # minimum accuracy, as GUS processes them) or "arrival" (draw order; v0 before 2026-11-23)
+    user_order: str = "deadline"
 
     def __post_init__(self) -> None:
+        require(self.user_order in ("deadline", "arrival"), "user_order", self.user_order,
+                '"deadline" or "arrival"')
         names = ("end_devices", "edge_servers", "cloud_servers")
         for name in names:
             for i, d in enumerate(getattr(self, name)):
@@ -398,6 +403,12 @@ class TieredServiceEnv(MaskedEnv):
         min_acc = rng.uniform(sc.min_accuracy_low, sc.min_accuracy_high, size=u)
         tpot = rng.uniform(sc.tpot_min_s, sc.tpot_max_s, size=u)
         deadline = sc.deadline_base_s + req.output_tokens * tpot
+        if sc.user_order == "deadline":  # every user of a window is there at its start: present tightest first
+            w = u // k
+            order = np.lexsort((-min_acc.reshape(w, k), deadline.reshape(w, k)), axis=-1)
+            idx = (order + k * np.arange(w)[:, None]).ravel()
+            req = type(req)(req.arrival_s, req.prompt_tokens[idx], req.output_tokens[idx])
+            min_acc, deadline = min_acc[idx], deadline[idx]
         net_tier = np.stack([path_time_s(path, req.prompt_tokens, req.output_tokens, sc.bytes_per_token)
                              for path in self._paths], axis=1)  # (U, 3)
         net = net_tier[:, self._tier]  # (U, N)
