@@ -169,7 +169,8 @@ def test_zoo_serves_a_card_and_zip_from_a_folder_as_a_learned_policy(tmp_path):
 @pytest.mark.parametrize("card", shipped_cards(), ids=lambda c: c["name"] + "@" + c["env"].split("/")[-1])
 def test_shipped_agent_still_meets_its_card_on_the_held_out_seeds(card):
     """The card's numbers hold for today's env: the agent's mean return over the card's seeds is the
-    card's, and at least the best non-learned policy's. Fails when the env changed: re-ship the agent."""
+    card's, and at least the best non-learned policy's when the card claims so. Fails when the env
+    changed: re-ship the agent."""
     from training.benchmark import run_benchmark
 
     first, last = (int(x) for x in card["eval_seeds"].split("-"))
@@ -178,7 +179,7 @@ def test_shipped_agent_still_meets_its_card_on_the_held_out_seeds(card):
     mean = {n: np.mean([r["return"] for r in records if r["policy"] == n]) for n in (card["name"], card["best_other"])}
     assert mean[card["name"]] == pytest.approx(card["mean_return"], abs=0.01), "env changed? re-ship the agent"
     assert mean[card["best_other"]] == pytest.approx(card["best_other_return"], abs=0.01)
-    assert mean[card["name"]] >= mean[card["best_other"]]
+    assert (mean[card["name"]] >= mean[card["best_other"]]) == card["beats_best_other"]
 
 
 def test_shipped_scheduling_agent_is_in_the_benchmark_and_finishes_an_episode():
