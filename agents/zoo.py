@@ -99,10 +99,10 @@ def ship(run_dir: str, name: str | None = None, folder: str = SHIPPED_DIR, episo
     by_seed = {(r["policy"], r["seed"]): r["return"] for r in records}
     seeds = sorted({r["seed"] for r in records})
     diff, diff_ci = mean_ci95([by_seed[(name, s)] - by_seed[(best["policy"], s)] for s in seeds])
-    front.update(mean_return=round(mine["return"], 2), mean_return_ci95=round(mine["return_ci95"], 2),
-                 best_other=best["policy"], best_other_return=round(best["return"], 2),
-                 best_other_return_ci95=round(best["return_ci95"], 2),
-                 paired_difference=round(diff, 2), paired_difference_ci95=round(diff_ci, 2),
+    front.update(mean_return=_sig(mine["return"]), mean_return_ci95=_sig(mine["return_ci95"]),
+                 best_other=best["policy"], best_other_return=_sig(best["return"]),
+                 best_other_return_ci95=_sig(best["return_ci95"]),
+                 paired_difference=_sig(diff), paired_difference_ci95=_sig(diff_ci),
                  beats_best_other=bool(mine["return"] >= best["return"]))
     verdict = "at least" if front["beats_best_other"] else "below"
     body = f"""# {algo} on {env_id}
@@ -137,6 +137,11 @@ Reproduce: `python -m agents.zoo ship {run_dir}` after the training command.
 """
     _write_card(card_path, front, body)
     return card_path
+
+
+def _sig(x: float, digits: int = 5) -> float:
+    """Round to significant digits (returns of some envs are milliseconds: 2 decimals would erase them)."""
+    return float(f"{x:.{digits}g}")
 
 
 def _write_card(path: str, front: dict[str, Any], body: str) -> None:
