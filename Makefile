@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/edgellm-gym bench --env all --episodes 10 --seed 0
+	$(VENV)/bin/edgellm-gym bench --env all --episodes 5 --seed 0
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -n 2 tests
