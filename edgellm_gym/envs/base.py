@@ -34,7 +34,7 @@ class MaskedEnv(gym.Env):
     """Base class: a `Discrete(n)` env whose valid actions are given by a mask.
 
     Subclasses set `self.action_space`, keep `self._mask` (bool array) current,
-    and call `self._check_action(action)` at the top of `step`.
+    and implement `_step(a)` for a valid action; `step` checks the action first.
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
@@ -60,6 +60,26 @@ class MaskedEnv(gym.Env):
         self.max_invalid_streak = int(max_invalid_streak)
         self._invalid_streak = 0
         self._mask = np.zeros(0, dtype=bool)
+        self.state = None  # set by reset(); what reference policies read
+
+    def step(self, action):
+        """Check the action (see the module docstring), then advance the simulation with `_step`."""
+        if self.state is None:
+            raise RuntimeError("call reset() before step()")
+        a = self._check_action(action)
+        if a is None:
+            return self._invalid_step(self._obs(), self._info())
+        return self._step(a)
+
+    def _step(self, a: int) -> tuple:  # pragma: no cover - abstract
+        """Advance by the valid action `a`: (obs, reward, terminated, truncated, info)."""
+        raise NotImplementedError
+
+    def _obs(self) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _info(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def action_masks(self) -> np.ndarray:
         """Bool array, True where the action is valid now (MaskablePPO reads this)."""

@@ -235,12 +235,7 @@ class DeviceSchedulingEnv(MaskedEnv):
         return self._obs(), self._info()
 
     # ------------------------------------------------------------------ step
-    def step(self, action):
-        if self.state is None:
-            raise RuntimeError("call reset() before step()")
-        a = self._check_action(action)
-        if a is None:
-            return self._invalid_step(self._obs(), self._info())
+    def _step(self, a: int):
         st, sc, base, f = self.state, self.scenario, self._obs_base, N_SLOT_FEATURES
         queue, now = st.queue, st.now_s
         tid, run = queue[a], st.running

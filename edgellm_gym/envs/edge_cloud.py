@@ -474,12 +474,7 @@ class EdgeCloudOffloadEnv(MaskedEnv):
                                 r / (r + sc.time_scale_s), np.arange(n) / n]).astype(np.float32)
 
     # ------------------------------------------------------------------ step
-    def step(self, action):
-        if self.state is None:
-            raise RuntimeError("call reset() before step()")
-        a = self._check_action(action)
-        if a is None:
-            return self._invalid_step(self._obs(), self._info())
+    def _step(self, a: int):
         if self._i >= len(self._arrival_list):
             raise RuntimeError("the episode has ended: call reset()")
         sc, m, i = self.scenario, self.scenario.n_edge, self._i

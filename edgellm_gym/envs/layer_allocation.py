@@ -385,12 +385,7 @@ class LayerAllocationEnv(MaskedEnv):
         return self._obs(), self._info()
 
     # ------------------------------------------------------------------ step
-    def step(self, action):
-        if self.state is None:
-            raise RuntimeError("call reset() before step()")
-        a = self._check_action(action)
-        if a is None:
-            return self._invalid_step(self._obs(), self._info())
+    def _step(self, a: int):
         st = self.state
         if st.task < 0:
             raise RuntimeError("the episode has ended; call reset()")

@@ -474,12 +474,7 @@ class PlacementQuantizationEnv(MaskedEnv):
         return self._obs(), self._info()
 
     # ------------------------------------------------------------------ step
-    def step(self, action):
-        if self.state is None:
-            raise RuntimeError("call reset() before step()")
-        a = self._check_action(action)
-        if a is None:
-            return self._invalid_step(self._obs(), self._info())
+    def _step(self, a: int):
         st, sc = self.state, self.scenario
         p, B = st.problem, len(sc.bits)
         s, b = divmod(a, B)

@@ -463,12 +463,7 @@ class TieredServiceEnv(MaskedEnv):
         return block.astype(np.float32)
 
     # ------------------------------------------------------------------ step
-    def step(self, action):
-        if self.state is None:
-            raise RuntimeError("call reset() before step()")
-        a = self._check_action(action)
-        if a is None:
-            return self._invalid_step(self._obs(), self._info())
+    def _step(self, a: int):
         st = self.state
         u = st.user
         reward = 0.0
