@@ -74,6 +74,14 @@ GOLDEN.update({
 })
 
 
+def _hash_metrics(h, info: dict) -> None:
+    """Add an episode's metrics (sorted keys, float64 values) to the hash when the step has them."""
+    if "episode_metrics" in info:
+        metrics = info["episode_metrics"]
+        h.update(repr(sorted(metrics)).encode())
+        h.update(np.array([metrics[k] for k in sorted(metrics)], dtype=np.float64).tobytes())
+
+
 def trajectory_sha256(env_id: str, preset: str, seed: int, steps: int = STEPS, invalid_share: float = 0.0) -> str:
     """sha256 over a rollout of masked random actions (see the module docstring). `preset`: a
     preset name or a scenario dict; with `invalid_share`, that share of the steps takes a
@@ -97,10 +105,7 @@ def trajectory_sha256(env_id: str, preset: str, seed: int, steps: int = STEPS, i
         add_obs(obs, info)
         h.update(np.float64(reward).tobytes())
         h.update(bytes([bool(terminated), bool(truncated)]))
-        if "episode_metrics" in info:
-            metrics = info["episode_metrics"]
-            h.update(repr(sorted(metrics)).encode())
-            h.update(np.array([metrics[k] for k in sorted(metrics)], dtype=np.float64).tobytes())
+        _hash_metrics(h, info)
         if terminated or truncated:
             obs, info = env.reset()
             add_obs(obs, info)
@@ -172,10 +177,7 @@ def policy_trajectory_sha256(env_id: str, preset, seed: int, policy: str, steps:
         obs, reward, terminated, truncated, info = env.step(a)
         h.update(np.int64(a).tobytes() + obs.tobytes() + np.float64(reward).tobytes())
         h.update(bytes([bool(terminated), bool(truncated)]))
-        if "episode_metrics" in info:
-            metrics = info["episode_metrics"]
-            h.update(repr(sorted(metrics)).encode())
-            h.update(np.array([metrics[k] for k in sorted(metrics)], dtype=np.float64).tobytes())
+        _hash_metrics(h, info)
         if terminated or truncated:
             obs, info = env.reset()
             h.update(obs.tobytes())
