@@ -193,3 +193,120 @@ def test_lp_error_bound_on_a_hand_computed_case():
     b = error_lower_bounds(p)[0]
     # 2 bytes: both small (error 3); 3 bytes: upgrade layer 1 first (2 per byte): 1; 3.5 bytes: 0.5
     assert lp_error_bound(b, [1.0, 2.0, 3.0, 3.5, 4.0, 9.0]).tolist() == [np.inf, 3.0, 1.0, 0.5, 0.0, 0.0]
+
+
+# ---------------------------------------------------------------- golden trajectories
+# Speed work on reset/step must not change behaviour: these hashes pin, per preset and seed, the
+# drawn instances (every array of each episode's problem), the masks, the safe masks, rewards,
+# flags and episode metrics of random masked play (10% masked-out actions), with and without the
+# observations, and the episodes of the heuristic baselines (which read `env.state`). Recorded
+# before the reset/step paths were optimised (issue 9). The "no obs" hashes also pin instances
+# and dynamics across an observation change. Print them with `python tests/test_placement_quant.py`
+# (only after a deliberate, documented behaviour change).
+
+def pq_trajectory_sha256(preset, seed: int, steps: int = 600, invalid_share: float = 0.1,
+                         with_obs: bool = True, policy: str | None = None) -> str:
+    """sha256 over a rollout of PlacementQuantization-v0 (see the comment above)."""
+    import hashlib
+
+    env = gym.make(ENV_ID, scenario=preset).unwrapped
+    rng = np.random.default_rng(seed)
+    h = hashlib.sha256()
+    pol = None
+    if policy is not None:
+        from baselines.base import make_policy
+
+        pol = make_policy(ENV_ID, policy)
+
+    def add_reset(obs, info):
+        p = env.state.problem
+        for arr in (p.compute_s, p.transfer_s, p.client_in_s, p.client_out_s, p.mem_bytes, p.capacity_bytes,
+                    p.error):
+            h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
+        h.update(repr((p.budget, p.bits, p.params_per_layer, env.state.model, env.state.devices)).encode())
+        add_obs(obs, info)
+
+    def add_obs(obs, info):
+        if with_obs:
+            h.update(np.asarray(obs).dtype.str.encode() + np.ascontiguousarray(obs).tobytes())
+        h.update(np.asarray(info["action_mask"], dtype=bool).tobytes())
+        h.update(np.asarray(env.action_masks(), dtype=bool).tobytes())
+        if env.state.layer < env.state.problem.n_layers and info["action_mask"].any():
+            h.update(env.safe_action_mask().tobytes())
+
+    obs, info = env.reset(seed=seed)
+    if pol is not None:
+        pol.reset(env, seed=seed)
+    add_reset(obs, info)
+    for _ in range(steps):
+        if pol is not None:
+            a = pol.act(obs, info)
+        else:
+            valid = np.flatnonzero(info["action_mask"])
+            if invalid_share and rng.random() < invalid_share and valid.size < len(info["action_mask"]):
+                valid = np.flatnonzero(~np.asarray(info["action_mask"]))
+            a = int(valid[rng.integers(valid.size)])
+        obs, reward, terminated, truncated, info = env.step(a)
+        add_obs(obs, info)
+        h.update(np.int64(a).tobytes() + np.float64(reward).tobytes() + bytes([bool(terminated), bool(truncated)]))
+        if "episode_metrics" in info:
+            m = info["episode_metrics"]
+            h.update(repr(sorted(m)).encode() + np.array([m[k] for k in sorted(m)], dtype=np.float64).tobytes())
+        if terminated or truncated:
+            obs, info = env.reset()
+            if pol is not None:
+                pol.reset(env, seed=int(rng.integers(2**31)))
+            add_reset(obs, info)
+    env.close()
+    return h.hexdigest()
+
+
+PQ_TIGHT = {**TIGHT, "n_servers": 3}
+PQ_CASES = {
+    # name: (scenario, seed, with_obs, policy[, steps])
+    "default-0": ("default", 0, True, None),
+    "default-2-long": ("default", 2, True, None, 6000),
+    "tight-1-long": (PQ_TIGHT, 1, False, None, 6000),
+    "default-1": ("default", 1, True, None),
+    "small-0": ("small", 0, True, None),
+    "smollm2-0": ("smollm2", 0, True, None),
+    "tight-0": (PQ_TIGHT, 0, True, None),
+    "default-0-no-obs": ("default", 0, False, None),
+    "smollm2-0-no-obs": ("smollm2", 0, False, None),
+    "tight-0-no-obs": (PQ_TIGHT, 0, False, None),
+    "default-uniform_int4": ("default", 0, False, "uniform_int4"),
+    "default-fp16_greedy": ("default", 0, False, "fp16_greedy"),
+    "default-memory_first_fit": ("default", 0, False, "memory_first_fit"),
+    "default-random": ("default", 0, False, "random"),
+}
+PQ_GOLDEN: dict[str, str] = {
+    'default-0': '0dc0c7fbd68ef542a511378c2adfdd35521716ee60b7080846e12058d9b0b1a9',
+    'default-2-long': '9c165818888378f859a80629ab9b15caad9eb6061020413513eac3a588d211cd',
+    'tight-1-long': 'a3777bde34cfee043741996b13158ed78541b5dc78bbdae19bc858206e3c0889',
+    'default-1': '34fb2f6de87e7f042fabb9b4b4b8bfa26300941bdd893c4a58a263ca8d710ad2',
+    'small-0': 'b83ca968bb7ed3ff5d38b6378f0670b6694139f54dae15b51394573698b9346e',
+    'smollm2-0': 'cf6bda7d4cf77d7c0216f1c71658ae0dc9c43c802f16eda28bf9bdbd7456120c',
+    'tight-0': '450860d4a5fc6322b3bdea15d4ae874b71399aad7c72648a1f42682f952432d0',
+    'default-0-no-obs': '81869a8ba7866240d0f68cfecac55330a3b0585fbcb45b43953daf47954fd028',
+    'smollm2-0-no-obs': '369fa4a1e17688378b3b849d61c37caa3fa514292f0b83d96a9687f3233ec690',
+    'tight-0-no-obs': '581c4145f16b4b1e1825027aaf200bd35b38f587ac29b4431d83cd71c35c4aa8',
+    'default-uniform_int4': '54cea66e86236ecbeebb3bb84995f95ab3cd9e5eee3268f7e3215238701e9dcc',
+    'default-fp16_greedy': '96822bb64892bcc9fe797a4f401a1cef48db73d8489085d7ac411dc0f83b89ca',
+    'default-memory_first_fit': 'ea0d26ee8d50ae3110a0aec898db0ad4738daa4b3e10831807550fae2052d44c',
+    'default-random': '4a671f07b5879ba37e6277e6c54526dbb81748d95211920fae9ba186905f4643',
+}
+
+
+@pytest.mark.parametrize("name", PQ_CASES)
+def test_trajectory_matches_golden_hash(name):
+    assert _pq_case_hash(name) == PQ_GOLDEN[name]
+
+
+def _pq_case_hash(name: str) -> str:
+    sc, seed, with_obs, policy, *steps = PQ_CASES[name]
+    return pq_trajectory_sha256(sc, seed, *steps, with_obs=with_obs, policy=policy)
+
+
+if __name__ == "__main__":
+    for name in PQ_CASES:
+        print(f"    {name!r}: {_pq_case_hash(name)!r},")
