@@ -21,8 +21,11 @@ ENV_KEY = "DeviceScheduling"
 N_SLOT_FEATURES = 8
 N_GLOBAL_FEATURES = 3
 RUNNING, REMAINING, LAXITY, PREEMPTED = 1, 2, 5, 7  # slot feature columns written by the step
-SLOT_TIMES = slice(2, 7)  # remaining, transmission, to deadline, laxity, waited: squashed
 SLOT_NOW = (0, 0, 0, 0, -1, -1, 1, 0)  # a slot's features before squashing = its base + now x SLOT_NOW
+SLOT_SQUASHED = (False, False, True, True, True, True, True, False)  # times: x / (|x| + reward_time_scale_s)
+# a flag (0 or 1) goes through the same x / (|x| + scale) with this scale: 0 / tiny = 0 and 1 / (1 + tiny) = 1
+# exactly (tiny < 2^-53), so one formula covers the whole slot block
+FLAG_SCALE = float(np.finfo(np.float64).tiny)
 
 
 @dataclass(frozen=True)
@@ -180,19 +183,42 @@ class DeviceSchedulingEnv(MaskedEnv):
         self.observation_space = spaces.Box(-1.0, 1.0, (k * N_SLOT_FEATURES + N_GLOBAL_FEATURES,), np.float32)
         # row m: the mask with m tasks queued (the first m slots valid); read-only, never written through
         self._mask_rows = np.tri(k + 1, k, -1, dtype=bool)
-        self._mask_rows.flags.writeable = False
-        self._mask = self._mask_rows[0]
-        # observation = x / (|x| c + s), x = base + now x _obs_now[queue length]: the squash
-        # x / (|x| + reward_time_scale_s) on times, x / 1 on flags and globals (see `_obs`)
+        # observation: slot block x / (|x| + scale), x = base + now x SLOT_NOW, over the m queued slots
+        # only (five numpy calls on contiguous float64, see `_obs`); empty slots are zeros; the globals
+        # are written as they change. `_obs64` holds the float64 values the float32 observation rounds.
         n_obs = k * N_SLOT_FEATURES + N_GLOBAL_FEATURES
-        self._obs_now = np.zeros((k + 1, n_obs))
-        for m in range(k + 1):
-            self._obs_now[m, : m * N_SLOT_FEATURES] = np.tile(SLOT_NOW, m)
-        slot_c = np.zeros(N_SLOT_FEATURES)
-        slot_c[SLOT_TIMES] = 1.0
-        self._obs_c = np.concatenate([np.tile(slot_c, k), np.zeros(N_GLOBAL_FEATURES)])
-        self._obs_s = np.where(self._obs_c > 0, sc.reward_time_scale_s, 1.0)
+        self._obs_base = np.zeros(k * N_SLOT_FEATURES)  # slot features at now = 0, slot by slot in queue order
+        self._obs64 = np.zeros(n_obs)
+        self._obs_x = np.zeros(k * N_SLOT_FEATURES)
+        self._obs_den = np.zeros(k * N_SLOT_FEATURES)
+        self._obs_sign = np.tile(np.asarray(SLOT_NOW, dtype=float), k)
+        self._obs_scale = np.tile(np.where(SLOT_SQUASHED, sc.reward_time_scale_s, FLAG_SCALE), k)
+        self._obs_now = np.zeros(())  # the clock, as a 0-d array (a Python float operand costs a conversion)
+        self._build_views()
         self.state: SchedulingState | None = None
+
+    def _build_views(self) -> None:
+        """Views the step path reuses (per queue length m): built here, not per step, and rebuilt
+        after unpickling or deep-copying (a copied view no longer shares its base's memory)."""
+        k, f = self.scenario.queue_slots, N_SLOT_FEATURES
+        self._mask_rows.flags.writeable = False
+        self._masks = [self._mask_rows[m] for m in range(k + 1)]
+        self._obs_views = [(self._obs_sign[: m * f], self._obs_base[: m * f], self._obs_x[: m * f],
+                            self._obs_den[: m * f], self._obs_scale[: m * f], self._obs64[: m * f])
+                           for m in range(k + 1)]
+        st = getattr(self, "state", None)
+        self._mask = self._masks[len(st.queue) if st is not None else 0]
+        self._remaining_col = st.table[:, 0] if st is not None else None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for name in ("_masks", "_obs_views", "_mask", "_remaining_col"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._build_views()
 
     # ----------------------------------------------------------------- reset
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -215,13 +241,15 @@ class DeviceSchedulingEnv(MaskedEnv):
         # the step path reads Python floats (numpy scalars are slow); `remaining` mirrors table[:, 0]
         self._remaining, self._trans = compute.tolist(), trans.tolist()
         self._deadline, self._arrival = deadline.tolist(), req.arrival_s.tolist()
+        self._arrival_inf = self._arrival + [np.inf]  # the next arrival time, inf after the last
+        self._n, self._t0 = n, self._arrival[0]
         self._reload = reload.tolist()
-        # observation base (x at now = 0, before squashing), slot by slot in queue order: present,
-        # running, remaining, trans, deadline, laxity, -arrival, preempted-before; then the globals.
-        # A task enters the queue with its row of _task_rows; empty slots are zeros.
+        self._remaining_col = table[:, 0]
+        # observation base (x at now = 0, before squashing) a task brings into its queue slot: present,
+        # running, remaining, trans, deadline, laxity, -arrival, preempted-before
         self._task_rows = np.column_stack([np.ones(n), np.zeros(n), compute, trans, deadline,
                                            (-compute - trans) + deadline, -req.arrival_s, np.zeros(n)])
-        self._obs_base = np.zeros(self._obs_c.size)
+        self._obs64[:] = 0.0
         self._start_s = [np.nan] * n
         self._done_s = [np.nan] * n  # result delivered
         self._started = [False] * n
@@ -231,12 +259,12 @@ class DeviceSchedulingEnv(MaskedEnv):
         self._segments: deque[tuple[int, float, float, int]] = deque(maxlen=60)  # for rgb rendering
         self._last_now_s = self.state.now_s
         self._admit_arrivals()
-        self._update_mask()
+        self._mask = self._masks[len(self.state.queue)]
         return self._obs(), self._info()
 
     # ------------------------------------------------------------------ step
     def _step(self, a: int):
-        st, sc, base, f = self.state, self.scenario, self._obs_base, N_SLOT_FEATURES
+        st, sc, base = self.state, self.scenario, self._obs_base
         queue, now = st.queue, st.now_s
         tid, run = queue[a], st.running
         if tid != run:
@@ -245,24 +273,26 @@ class DeviceSchedulingEnv(MaskedEnv):
                 self._reload_time_s += self._reload[run]
                 slot = queue.index(run)
                 self._set_remaining(run, slot, self._remaining[run] + self._reload[run])
-                base[slot * f + RUNNING], base[slot * f + PREEMPTED] = 0.0, 1.0
+                i = slot * N_SLOT_FEATURES
+                base[i + RUNNING], base[i + PREEMPTED] = 0.0, 1.0
             if not self._started[tid]:
                 self._started[tid] = True
                 self._start_s[tid] = now
-            base[a * f + RUNNING], base[a * f + PREEMPTED] = 1.0, 0.0
+            i = a * N_SLOT_FEATURES
+            base[i + RUNNING], base[i + PREEMPTED] = 1.0, 0.0
             st.running = tid
 
         remaining = self._remaining[tid]
         t_done = now + remaining
-        t_arrival = self._arrival[self._next_arrival] if self._next_arrival < len(self._arrival) else np.inf
-        t_next = min(t_done, t_arrival)
+        t_arrival = self._arrival_inf[self._next_arrival]
+        t_next = t_done if t_done <= t_arrival else t_arrival
         dt = t_next - now
         reward = -(len(queue) - 1) * dt / sc.reward_time_scale_s
         self._busy_s += dt
         self._segments.append((0, now, t_next, tid))
         st.now_s = t_next
         if t_done <= t_arrival:  # completion first on ties: it frees the processor
-            st.table[tid, 0] = self._remaining[tid] = 0.0
+            self._remaining_col[tid] = self._remaining[tid] = 0.0
             self._remove_slot(a)
             st.running = -1
             self._finished += 1
@@ -272,18 +302,20 @@ class DeviceSchedulingEnv(MaskedEnv):
                 reward -= sc.miss_penalty
         else:
             self._set_remaining(tid, a, remaining - dt)
-        reward -= sc.miss_penalty * self._admit_arrivals()
+        if t_arrival <= t_next or sc.drop_expired or not queue:
+            reward -= sc.miss_penalty * self._admit_arrivals()
 
-        terminated = not queue and self._next_arrival == len(self._arrival)
-        self._update_mask()
-        info = self._info()
-        if terminated:
+        m = len(queue)
+        self._mask = mask = self._masks[m]
+        info = {"action_mask": mask.copy(), "invalid_action": False, "now_s": st.now_s}
+        if not m and self._next_arrival == self._n:  # terminated
             info["episode_metrics"] = self.episode_metrics()
-        return self._obs(), float(reward), terminated, False, info
+            return self._obs(), reward, True, False, info
+        return self._obs(), reward, False, False, info
 
     def _set_remaining(self, tid: int, slot: int, remaining: float) -> None:
         """Set a queued task's remaining compute in the state table, its mirror and its observation base."""
-        self.state.table[tid, 0] = self._remaining[tid] = remaining
+        self._remaining_col[tid] = self._remaining[tid] = remaining
         i = slot * N_SLOT_FEATURES
         self._obs_base[i + REMAINING] = remaining
         self._obs_base[i + LAXITY] = (-remaining - self._trans[tid]) + self._deadline[tid]  # at now = 0
@@ -291,19 +323,21 @@ class DeviceSchedulingEnv(MaskedEnv):
     def _remove_slot(self, slot: int) -> None:
         """Take a task out of the queue: the later slots move up one, the last one empties."""
         f, m = N_SLOT_FEATURES, len(self.state.queue)
-        self._obs_base[slot * f: (m - 1) * f] = self._obs_base[(slot + 1) * f: m * f]
-        self._obs_base[(m - 1) * f: m * f] = 0.0
+        if slot < m - 1:
+            self._obs_base[slot * f: (m - 1) * f] = self._obs_base[(slot + 1) * f: m * f]
+        self._obs64[(m - 1) * f: m * f] = 0.0
         del self.state.queue[slot]
+        self._obs64[-3] = (m - 1) / self.scenario.queue_slots
 
     def _admit_arrivals(self) -> int:
         """Queue the arrivals up to now (dropping those that find it full), drop expired
         tasks if asked, and jump over idle time. Returns the number dropped."""
         st, sc = self.state, self.scenario
-        queue, arrival = st.queue, self._arrival
+        queue, arrival, k = st.queue, self._arrival, sc.queue_slots
         n, dropped = len(arrival), 0
         while True:
             while self._next_arrival < n and arrival[self._next_arrival] <= st.now_s:
-                if len(queue) < sc.queue_slots:
+                if len(queue) < k:
                     i = len(queue) * N_SLOT_FEATURES
                     self._obs_base[i: i + N_SLOT_FEATURES] = self._task_rows[self._next_arrival]
                     queue.append(self._next_arrival)
@@ -319,27 +353,24 @@ class DeviceSchedulingEnv(MaskedEnv):
                 break
             st.now_s = arrival[self._next_arrival]  # idle until the next arrival
         self._dropped += dropped
+        self._obs64[-3] = len(queue) / k
+        self._obs64[-2] = self._next_arrival / n
         return dropped
 
     # --------------------------------------------------------- observations
-    def _update_mask(self) -> None:
-        self._mask = self._mask_rows[len(self.state.queue)]
-
     def _obs(self) -> np.ndarray:
-        """Slot features and globals in one float64 pass over the observation, then float32."""
-        st, k, base = self.state, self.scenario.queue_slots, self._obs_base
-        m = len(st.queue)
-        elapsed = st.now_s - self._arrival[0]
-        base[-3] = m / k
-        base[-2] = self._next_arrival / len(self._arrival)
-        base[-1] = min(self._busy_s / elapsed, 1.0) if elapsed > 0 else 0.0
-        x = self._obs_now[m] * st.now_s
-        x += base
-        den = np.abs(x)
-        den *= self._obs_c
-        den += self._obs_s
-        x /= den
-        return x.astype(np.float32)
+        """The slot block of the queued slots in five numpy calls, the busy share, then float32 (a new array)."""
+        now = self.state.now_s
+        elapsed = now - self._t0
+        self._obs64[-1] = min(self._busy_s / elapsed, 1.0) if elapsed > 0 else 0.0
+        sign, base, x, den, scale, out = self._obs_views[len(self.state.queue)]
+        self._obs_now.fill(now)
+        np.multiply(sign, self._obs_now, out=x)
+        np.add(x, base, out=x)
+        np.abs(x, out=den)
+        np.add(den, scale, out=den)
+        np.divide(x, den, out=out)
+        return self._obs64.astype(np.float32)
 
     def _info(self) -> dict:
         return {"action_mask": self._mask.copy(), "invalid_action": False, "now_s": self.state.now_s}
