@@ -195,6 +195,34 @@ def test_lp_error_bound_on_a_hand_computed_case():
     assert lp_error_bound(b, [1.0, 2.0, 3.0, 3.5, 4.0, 9.0]).tolist() == [np.inf, 3.0, 1.0, 0.5, 0.0, 0.0]
 
 
+@pytest.mark.parametrize("scenario", ["default", "smollm2", TIGHT])
+def test_observation_updated_in_place_equals_the_one_computed_from_the_state(scenario):
+    env = gym.make(ENV_ID, scenario=scenario).unwrapped
+    rng = np.random.default_rng(0)
+    obs, info = env.reset(seed=0)
+    for _ in range(400):
+        assert np.array_equal(obs, env._obs_full())
+        obs, r, term, trunc, info = env.step(int(rng.choice(np.flatnonzero(info["action_mask"]))))
+        if term or trunc:
+            assert np.array_equal(obs, env._obs_full())
+            obs, info = env.reset()
+
+
+def test_pickled_env_keeps_stepping_like_the_original():
+    import copy
+    import pickle
+
+    env = gym.make(ENV_ID).unwrapped
+    obs, info = env.reset(seed=3)
+    for a in np.flatnonzero(info["action_mask"])[:1]:
+        env.step(int(a))
+    for clone in (pickle.loads(pickle.dumps(env)), copy.deepcopy(env)):
+        a = int(np.flatnonzero(env.action_masks())[-1])
+        want = copy.deepcopy(env).step(a)
+        got = clone.step(a)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[4]["action_mask"], want[4]["action_mask"])
+
+
 # ---------------------------------------------------------------- golden trajectories
 # Speed work on reset/step must not change behaviour: these hashes pin, per preset and seed, the
 # drawn instances (every array of each episode's problem), the masks, the safe masks, rewards,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from gymnasium import spaces
@@ -81,6 +82,19 @@ class PlacementProblem:
             require(bool(np.all(np.isfinite(arr)) and np.all(arr >= 0)), name, arr, "finite and >= 0")
         require(self.budget >= 0, "budget", self.budget, ">= 0")
 
+    @classmethod
+    def _unchecked(cls, *values) -> PlacementProblem:
+        """An instance without `__post_init__`'s checks, for the arrays `sample_problem` builds
+        (right shapes, finite and >= 0 by construction): the checks cost more than the draw."""
+        p = object.__new__(cls)
+        for name, v in zip(_PROBLEM_FIELDS, values):
+            object.__setattr__(p, name, v)
+        return p
+
+
+
+_PROBLEM_FIELDS = tuple(f.name for f in fields(PlacementProblem))
+
 
 def plan_latency_s(p: PlacementProblem, servers, bit_idx) -> float:
     """Per-token time of a full plan: client hop in, layer compute, hops between servers, hop out."""
@@ -137,19 +151,24 @@ def error_lower_bounds(p: PlacementProblem) -> list[tuple[float, float, np.ndarr
     """For each first layer k (0..L): the LP relaxation of "least total error of layers k..L-1 within
     M bytes" (a multiple-choice knapsack), as (bytes at the smallest widths, their error, cumulative
     bytes, cumulative error removed) over the hull segments by decreasing error per byte."""
-    segs = [_hull_segments(p.mem_bytes, p.error[j]) for j in range(p.n_layers)]
-    w_min = float(p.mem_bytes.min())
-    e_at_min = p.error[:, int(np.argmin(p.mem_bytes))]
+    return _error_lower_bounds(p.mem_bytes, p.error)
+
+
+def _error_lower_bounds(mem_bytes: np.ndarray, error: np.ndarray) -> list[tuple[float, float, np.ndarray, np.ndarray]]:
+    n_layers = error.shape[0]
+    segs = [_hull_segments(mem_bytes, error[j]) for j in range(n_layers)]
+    w_min = float(mem_bytes.min())
+    e_at_min = error[:, int(np.argmin(mem_bytes))]
     out = []
-    for k in range(p.n_layers + 1):
-        all_segs = [sg for j in range(k, p.n_layers) for sg in segs[j]]
+    for k in range(n_layers + 1):
+        all_segs = [sg for j in range(k, n_layers) for sg in segs[j]]
         if all_segs:
             dw, de = np.array(all_segs).T
             order = np.argsort(-de / dw, kind="stable")
             cw, ce = np.cumsum(dw[order]), np.cumsum(de[order])
         else:
             cw = ce = np.zeros(0)
-        out.append(((p.n_layers - k) * w_min, float(e_at_min[k:].sum()), cw, ce))
+        out.append(((n_layers - k) * w_min, float(e_at_min[k:].sum()), cw, ce))
     return out
 
 
@@ -169,6 +188,51 @@ def lp_error_bound(bound: tuple[float, float, np.ndarray, np.ndarray], free_tota
     frac = np.where(i < cw.size, np.clip((extra - done_w) / np.where(seg_w > 0, seg_w, 1.0), 0.0, 1.0), 0.0)
     removed = np.where(i < cw.size, done_e + frac * seg_e, ce[-1])
     return np.where(extra >= -1e-6, base_err - removed, np.inf)
+
+
+class _ErrorTables:
+    """What the masks need that depends only on a problem's layer sizes and error table (so it is
+    shared by every instance of one catalog model): the least error of the layers from k on,
+    the sums of their errors per width, and the LP bounds of `error_lower_bounds` as lookup tables.
+
+    `lp[k]` = (bytes of layers k.. at the smallest width, their error, the cumulative bytes of the
+    hull segments, and a (4, n + 1) table indexed by `searchsorted` of the bytes beyond the first:
+    bytes and error removed before segment i, segment i's bytes (1 where 0) and error removed (0 past
+    the last)); `lp_eval` evaluates it with the same float operations as `lp_error_bound`.
+    """
+
+    def __init__(self, mem_bytes: np.ndarray, error: np.ndarray) -> None:
+        L = error.shape[0]
+        self.min_rest = np.concatenate([np.cumsum(error.min(axis=1)[::-1])[::-1], [0.0]])  # (L+1,)
+        self.rest = np.stack([error[k:].sum(axis=0) for k in range(L + 1)])  # (L+1, B)
+        self.w_min = float(mem_bytes.min())
+        self.w_max = float(mem_bytes.max())
+        self.error_rows = error.tolist()
+        self.unplaced = np.full(L, -1)  # servers / widths of a new episode
+        self.error_row_arrays = list(error)
+        self.lp = []
+        for base_mem, base_err, cw, ce in _error_lower_bounds(mem_bytes, error):
+            n = cw.size
+            cw0 = np.concatenate([[0.0], cw])
+            ce0 = np.concatenate([[0.0], ce])
+            seg_w = cw - cw0[:-1]
+            table = np.stack([cw0, ce0, np.append(np.where(seg_w > 0, seg_w, 1.0), 1.0),
+                              np.append(ce - ce0[:-1], 0.0)])
+            self.lp.append((base_mem, base_err, cw, table))
+
+
+def _lp_eval(bound: tuple, extra: np.ndarray) -> np.ndarray:
+    """`lp_error_bound` at `extra` = bytes - the bound's base bytes, where extra >= -1e-6 (elsewhere the
+    value is meaningless): base error minus the error removed, bit for bit as `lp_error_bound`."""
+    _, base_err, cw, table = bound
+    done_w, done_e, seg_w, seg_e = table.take(cw.searchsorted(np.maximum(extra, 0.0)), axis=1)
+    frac = extra - done_w
+    frac /= seg_w
+    np.maximum(frac, 0.0, out=frac)
+    np.minimum(frac, 1.0, out=frac)
+    frac *= seg_e
+    frac += done_e  # the error removed
+    return base_err - frac
 
 
 @dataclass(frozen=True)
@@ -282,58 +346,107 @@ def _solve_ilp_cached(p: PlacementProblem, solver: str, time_limit_s: float):
     return _ILP_CACHE[key]
 
 
-def sample_problem(sc: PlacementQuantScenario, rng: np.random.Generator,
-                   error_cache: dict | None = None) -> tuple[PlacementProblem, str, tuple[str, ...]]:
-    """Draw one instance from the scenario (redrawn until every layer can take one common width,
-    which makes it feasible); returns the problem, the model name and the server device names."""
-    for _ in range(MAX_DRAWS):
-        name = sc.models[int(rng.integers(len(sc.models)))]
+class _ModelTables:
+    """The parts of an instance that depend only on the scenario and its model (computed once per
+    env, not per reset): layer sizes and errors, each catalog device's time per layer before its
+    speed factor, its memory after the workspace, and the mask tables."""
+
+    def __init__(self, sc: PlacementQuantScenario, name: str) -> None:
         m = get_model(name)
-        L, S = m.n_layers, sc.n_servers
         bits = np.asarray(sc.bits, dtype=float)
-        names = tuple(sc.devices[i] for i in rng.integers(len(sc.devices), size=S))
-        devs = [DEVICES[d] for d in names]
-        speed = rng.uniform(sc.speed_min, sc.speed_max, size=S)
+        devs = [DEVICES[d] for d in sc.devices]
+        self.name, self.n_layers = name, m.n_layers
         flop = float(costs.layer_flop_decode(m, sc.context_tokens))
         kv = costs.kv_bytes_per_token_layer(m)
         read = costs.layer_weight_bytes(m, bits) + kv * sc.context_tokens  # (B,)
         peak = np.array([d.peak_flops * d.compute_efficiency for d in devs])
         mbw = np.array([d.mem_bw_Bps for d in devs])
-        compute = np.maximum(flop / peak[:, None], read[None, :] / mbw[:, None]) / speed[:, None]
-        act = float(costs.activation_bytes(m, 1))
-        iu = np.triu_indices(S, 1)
-        bw = np.zeros((S, S))
-        lat = np.zeros((S, S))
-        bw[iu] = rng.uniform(sc.link_bw_min_bps, sc.link_bw_max_bps, size=len(iu[0]))
-        lat[iu] = rng.uniform(sc.link_latency_min_s, sc.link_latency_max_s, size=len(iu[0]))
-        bw, lat = bw + bw.T, lat + lat.T
-        np.fill_diagonal(bw, 1.0)
-        transfer = lat + act * 8.0 / bw
-        np.fill_diagonal(transfer, 0.0)
-        cbw = rng.uniform(sc.client_bw_min_bps, sc.client_bw_max_bps, size=S)
-        clat = rng.uniform(sc.client_latency_min_s, sc.client_latency_max_s, size=S)
-        client = clat + act * 8.0 / cbw
-        mem = costs.layer_weight_bytes(m, bits) + kv * sc.kv_tokens
-        fp16_model = L * (costs.layer_weight_bytes(m, 16) + kv * sc.kv_tokens)
+        self.device_time_s = np.maximum(flop / peak[:, None], read[None, :] / mbw[:, None])  # (n_devices, B)
+        self.act_bits = float(costs.activation_bytes(m, 1)) * 8.0
+        self.mem_bytes = _frozen(costs.layer_weight_bytes(m, bits) + kv * sc.kv_tokens)
+        self.fp16_model = m.n_layers * (costs.layer_weight_bytes(m, 16) + kv * sc.kv_tokens)
         workspace = (2 * m.hidden + m.ffn) * 2.0 * sc.activation_tokens
-        free = np.minimum(rng.uniform(sc.mem_frac_min, sc.mem_frac_max, size=S) * fp16_model,
-                          np.array([d.mem_bytes for d in devs]) - workspace)
-        capacity = np.maximum(free, 0.0)
-        key = (name, tuple(sc.bits))
-        if error_cache is not None and key in error_cache:
-            err = error_cache[key]
-        else:
-            err = error_table(name, L, sc.bits)
-            if error_cache is not None:
-                error_cache[key] = err
-        ref = sc.bits.index(sc.budget_ref_bits)
-        budget = float(rng.uniform(sc.budget_min, sc.budget_max) * err[:, ref].sum())
-        p = PlacementProblem(compute, transfer, client, client.copy(), mem, capacity, err, budget,
-                             tuple(int(b) for b in sc.bits), float(costs.layer_params(m)))
-        if uniform_completion_exists(p, p.capacity_bytes, 0.0, 0):
-            return p, name, names
-    raise RuntimeError(f"no feasible instance in {MAX_DRAWS} draws: the scenario is too tight "
-                       "(raise mem_frac_*, budget_* or n_servers)")
+        self.device_free = np.array([d.mem_bytes for d in devs]) - workspace
+        self.error = _frozen(error_table(name, m.n_layers, sc.bits))
+        self.budget_ref = self.error[:, sc.bits.index(sc.budget_ref_bits)].sum()
+        self.params_per_layer = float(costs.layer_params(m))
+        self.error_tables = _ErrorTables(self.mem_bytes, self.error)
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """`a` made read-only: instances of one model share it."""
+    a = np.array(a, dtype=float)
+    a.setflags(write=False)
+    return a
+
+
+class _Sampler:
+    """Draws instances of one scenario; the scenario's constants are computed once, here."""
+
+    def __init__(self, sc: PlacementQuantScenario) -> None:
+        self.sc = sc
+        self.models = {name: _ModelTables(sc, name) for name in dict.fromkeys(sc.models)}
+        S = sc.n_servers
+        iu = np.triu_indices(S, 1)
+        self.n_pairs = len(iu[0])
+        pair = np.zeros((S, S), dtype=np.intp)  # index into [0, hop of pair 0, hop of pair 1, ...]
+        pair[iu] = pair.T[iu] = np.arange(1, self.n_pairs + 1)
+        self.pair_index = pair
+        self.device_names = list(sc.devices)
+        self.bits = tuple(int(b) for b in sc.bits)
+
+    def draw(self, rng: np.random.Generator) -> tuple[PlacementProblem, _ModelTables, tuple[str, ...]]:
+        """One instance (the draws and float operations of the original per-reset code, in order)."""
+        sc, S = self.sc, self.sc.n_servers
+        for _ in range(MAX_DRAWS):
+            t = self.models[sc.models[int(rng.integers(len(sc.models)))]]
+            dev = rng.integers(len(sc.devices), size=S)
+            speed = rng.uniform(sc.speed_min, sc.speed_max, size=S)
+            compute = t.device_time_s[dev] / speed[:, None]
+            bw = rng.uniform(sc.link_bw_min_bps, sc.link_bw_max_bps, size=self.n_pairs)
+            lat = rng.uniform(sc.link_latency_min_s, sc.link_latency_max_s, size=self.n_pairs)
+            hops = np.empty(self.n_pairs + 1)
+            hops[0] = 0.0
+            np.add(lat, t.act_bits / bw, out=hops[1:])
+            transfer = hops[self.pair_index]
+            cbw = rng.uniform(sc.client_bw_min_bps, sc.client_bw_max_bps, size=S)
+            clat = rng.uniform(sc.client_latency_min_s, sc.client_latency_max_s, size=S)
+            client = clat + t.act_bits / cbw
+            free = np.minimum(rng.uniform(sc.mem_frac_min, sc.mem_frac_max, size=S) * t.fp16_model,
+                              t.device_free[dev])
+            capacity = np.maximum(free, 0.0)
+            budget = float(rng.uniform(sc.budget_min, sc.budget_max) * t.budget_ref)
+            # uniform_completion_exists(p, capacity, 0.0, 0), on the model's tables
+            slots = np.floor(capacity[:, None] / t.mem_bytes[None, :] + _EPS).sum(axis=0)
+            if np.any((slots >= t.n_layers) & (t.error_tables.rest[0] <= budget * (1 + 1e-12) + 1e-15)):
+                p = PlacementProblem._unchecked(compute, transfer, client, client.copy(), t.mem_bytes, capacity,
+                                               t.error, budget, self.bits, t.params_per_layer)
+                names = self.device_names
+                return p, t, tuple([names[i] for i in dev.tolist()])
+        raise RuntimeError(f"no feasible instance in {MAX_DRAWS} draws: the scenario is too tight "
+                           "(raise mem_frac_*, budget_* or n_servers)")
+
+
+_SAMPLERS: dict = {}
+
+
+def _sampler(sc: PlacementQuantScenario) -> _Sampler:
+    """The scenario's sampler, built once per process."""
+    if sc not in _SAMPLERS:
+        if len(_SAMPLERS) >= 64:
+            _SAMPLERS.pop(next(iter(_SAMPLERS)))
+        _SAMPLERS[sc] = _Sampler(sc)
+    return _SAMPLERS[sc]
+
+
+def sample_problem(sc: PlacementQuantScenario, rng: np.random.Generator,
+                   error_cache: dict | None = None) -> tuple[PlacementProblem, str, tuple[str, ...]]:
+    """Draw one instance from the scenario (redrawn until every layer can take one common width,
+    which makes it feasible); returns the problem, the model name and the server device names.
+    Instances of one model share their (read-only) `mem_bytes` and `error` arrays. `error_cache`
+    is ignored (kept for old callers): the scenario's constants are cached per process."""
+    p, t, names = _sampler(sc).draw(rng)
+    return p, t.name, names
 
 
 @dataclass
@@ -438,12 +551,29 @@ class PlacementQuantizationEnv(MaskedEnv):
         self.scenario = sc = resolve_scenario(PlacementQuantScenario, ENV_KEY, scenario)
         S, B = sc.n_servers, len(sc.bits)
         self.action_space = spaces.Discrete(S * B)
-        self._n_server_features = 2 * B + 3
-        n_obs = S * self._n_server_features + N_GLOBAL_BASE + B
+        self._n_server_features = F = 2 * B + 3
+        n_obs = S * F + N_GLOBAL_BASE + B
         self.observation_space = spaces.Box(-1.0, 1.0, (n_obs,), np.float32)
         self._mask = np.zeros(S * B, dtype=bool)
-        self._error_cache: dict = {}
+        self._obs_buf = np.zeros(n_obs, dtype=np.float32)  # kept current step by step
+        self._bind_views()
+        self._sampler = _sampler(sc)  # the scenario's constants, computed once
         self.state: PlacementQuantState | None = None
+
+    def _bind_views(self) -> None:
+        S, B = self.scenario.n_servers, len(self.scenario.bits)
+        self._mask_sb = self._mask.reshape(S, B)  # a view: the mask by (server, width)
+        self._obs_sf = self._obs_buf[:S * self._n_server_features].reshape(S, self._n_server_features)
+
+    # pickle and deepcopy copy each array on its own: drop the views and bind them again
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["_mask_sb"], state["_obs_sf"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._bind_views()
 
     # ----------------------------------------------------------------- reset
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -454,79 +584,169 @@ class PlacementQuantizationEnv(MaskedEnv):
             if p.n_servers != sc.n_servers or tuple(p.bits) != tuple(sc.bits):
                 raise ValueError(f"options['problem'] must have {sc.n_servers} servers and bits {sc.bits}")
             model, names = str(options.get("model", "given")), tuple(options.get("devices", ("?",) * p.n_servers))
+            tables = _ErrorTables(p.mem_bytes, p.error)
         else:
-            p, model, names = sample_problem(sc, self.np_random, self._error_cache)
+            p, t, names = self._sampler.draw(self.np_random)
+            model, tables = t.name, t.error_tables
         L = p.n_layers
-        self.state = PlacementQuantState(problem=p, model=model, devices=names, layer=0,
-                                         servers=np.full(L, -1), bit_idx=np.full(L, -1),
-                                         free_bytes=p.capacity_bytes.astype(float).copy(), spent=0.0,
-                                         latency_s=0.0, prev_server=-1)
-        # constants of the episode
-        self._min_rest = np.concatenate([np.cumsum(p.error.min(axis=1)[::-1])[::-1], [0.0]])  # (L+1,)
-        self._w_min = float(p.mem_bytes.min())
-        self._lp_bounds = error_lower_bounds(p)
+        unplaced = tables.unplaced
+        self.state = st = PlacementQuantState(problem=p, model=model, devices=names, layer=0,
+                                              servers=unplaced.copy(), bit_idx=unplaced.copy(),
+                                              free_bytes=np.array(p.capacity_bytes, dtype=float), spent=0.0,
+                                              latency_s=0.0, prev_server=-1)
+        # constants of the episode; the step path reads Python floats (same IEEE arithmetic as numpy's)
+        self._tables = tables
+        self._min_rest = tables.min_rest
+        self._w_min, self._w_max = tables.w_min, tables.w_max
+        self._compute_rows, self._transfer_rows = p.compute_s.tolist(), p.transfer_s.tolist()
+        self._client_in, self._client_out = p.client_in_s.tolist(), p.client_out_s.tolist()
+        self._mem = p.mem_bytes.tolist()
+        self._budget_ok_below = p.budget * (1 + 1e-12) + 1e-15
+        self._joint_ok_below = p.budget * (1 + 1e-9) + 1e-12
         self._transfer_s = 0.0
         self._dead_end = False
-        self._steps_done = 0
+        # per server: whole layers at the smallest width, bytes usable by later layers (see
+        # _update_mask), and the same after placing the current layer there at each width
+        free = st.free_bytes
+        per = np.floor(free / self._w_min + _EPS)
+        self._per = per.tolist()
+        self._per_sum = float(per.sum())
+        self._usable = np.minimum(free, per * self._w_max)
+        self._usable_sb = np.repeat(self._usable[:, None], p.n_bits, axis=1)  # the same, per (server, width)
+        after = free[:, None] - p.mem_bytes[None, :]
+        after_c = np.maximum(after, 0.0)
+        per_after = np.floor(after_c / self._w_min + _EPS)
+        # whole smallest-width layers gained (<= 0) by placing there; -inf where the layer does not fit
+        self._slots_gain = np.where(after >= -1e-6, per_after - per[:, None], -np.inf)
+        self._usable_after = np.minimum(after_c, per_after * self._w_max)
+        self._write_first_obs()
         if sc.solve_ilp:
-            self.state.ilp = _solve_ilp_cached(p, sc.ilp_solver, sc.ilp_time_limit_s)
+            st.ilp = _solve_ilp_cached(p, sc.ilp_solver, sc.ilp_time_limit_s)
         self._update_mask()
-        return self._obs(), self._info()
+        return self._obs_buf.copy(), self._info()
 
     # ------------------------------------------------------------------ step
     def _step(self, a: int):
-        st, sc = self.state, self.scenario
-        p, B = st.problem, len(sc.bits)
+        st = self.state
+        L, l, prev = st.problem.n_layers, st.layer, st.prev_server
+        B = self._mask_sb.shape[1]
         s, b = divmod(a, B)
-        L, l = p.n_layers, st.layer
-        hop = p.client_in_s[s] if l == 0 else p.transfer_s[st.prev_server, s]
-        inc = p.compute_s[s, b] + hop + (p.client_out_s[s] if l == L - 1 else 0.0)
-        self._transfer_s += hop + (p.client_out_s[s] if l == L - 1 else 0.0)
+        hop = self._client_in[s] if l == 0 else self._transfer_rows[prev][s]
+        out = self._client_out[s] if l == L - 1 else 0.0
+        inc = self._compute_rows[s][b] + hop + out
+        self._transfer_s += hop + out
         st.servers[l], st.bit_idx[l] = s, b
-        st.free_bytes[s] -= p.mem_bytes[b]
-        st.spent += p.error[l, b]
+        st.free_bytes[s] -= self._mem[b]
+        st.spent += self._tables.error_rows[l][b]
         st.latency_s += inc
         st.prev_server = s
         st.layer = l + 1
-        reward = -inc / sc.reward_time_scale_s
+        reward = -inc / self.scenario.reward_time_scale_s
+        self._server_changed(s, prev)
         terminated = st.layer == L
         if not terminated:
             self._update_mask()
             if not self._mask.any():
                 self._dead_end = terminated = True
-                reward -= sc.infeasible_penalty_s / sc.reward_time_scale_s
+                reward -= self.scenario.infeasible_penalty_s / self.scenario.reward_time_scale_s
         else:
             self._mask[:] = False
         info = self._info()
         if terminated:
             info["episode_metrics"] = self.episode_metrics()
-        return self._obs(), float(reward), terminated, False, info
+        return self._obs_buf.copy(), float(reward), terminated, False, info
+
+    def _server_changed(self, s: int, prev: int) -> None:
+        """Bring server s's mask terms and the observation up to date after a layer went to s: the
+        same float operations, element by element, as the reset's arrays and `_obs_full` (a if a <= b
+        else b is np.minimum's rule, a if a >= b else b np.maximum's, and the clip's)."""
+        st = self.state
+        L = st.problem.n_layers
+        w_min, w_max = self._w_min, self._w_max
+        f = float(st.free_bytes[s])
+        per = float(math.floor(f / w_min + _EPS))
+        self._per_sum += per - self._per[s]
+        self._per[s] = per
+        u = per * w_max
+        u = f if f <= u else u
+        self._usable[s] = u
+        self._usable_sb[s] = u
+        gain, usable_after, held = [], [], []
+        for w in self._mem:
+            after = f - w
+            after_c = after if after >= 0.0 else 0.0
+            per_after = float(math.floor(after_c / w_min + _EPS))
+            gain.append(per_after - per if after >= -1e-6 else -math.inf)
+            u = per_after * w_max
+            usable_after.append(after_c if after_c <= u else u)
+            h = math.floor(f / w + _EPS) / L
+            held.append(1.0 if h >= 1.0 else (h if h >= -1.0 else -1.0))
+        self._slots_gain[s] = gain
+        self._usable_after[s] = usable_after
+        obs, F, B = self._obs_sf, self._n_server_features, len(self._mem)
+        obs[s, B + 2: 2 * B + 2] = held
+        obs[:, B] = self._hop_obs[s]
+        if prev >= 0:
+            obs[prev, F - 1] = 0.0
+        obs[s, F - 1] = 1.0
+        k, eps, spent = st.layer, self._eps, st.spent
+        used = spent / eps
+        slack = (st.problem.budget - spent - self._min_rest[k]) / eps
+        g = self._obs_buf[obs.size:]
+        g[:4] = (k / L, (L - k) / L, 1.0 if used >= 1.0 else (used if used >= -1.0 else -1.0),
+                 1.0 if slack >= 1.0 else (slack if slack >= -1.0 else -1.0))
+        g[N_GLOBAL_BASE:] = self._error_obs[k if k < L else L - 1]
+
+    def _write_first_obs(self) -> None:
+        """The reset's observation into the buffer; the time features are squashed once per episode."""
+        st, sc = self.state, self.scenario
+        p = st.problem
+        L, S, B = p.n_layers, p.n_servers, p.n_bits
+        eps = self._eps = max(p.budget, 1e-12)
+        times = squash(np.concatenate([p.compute_s.ravel(), p.transfer_s.ravel(), p.client_in_s, p.client_out_s]),
+                       sc.obs_time_scale_s).astype(np.float32)
+        self._hop_obs = times[S * B: S * B + S * S + S].reshape(S + 1, S)  # row s: from server s; row -1: client
+        self._error_obs = squash(p.error * L / eps, 1.0).astype(np.float32)
+        obs = self._obs_sf
+        obs[:, :B] = times[:S * B].reshape(S, B)
+        obs[:, B] = self._hop_obs[-1]
+        obs[:, B + 1] = times[-S:]
+        obs[:, B + 2: 2 * B + 2] = np.clip(np.floor(st.free_bytes[:, None] / p.mem_bytes[None, :] + _EPS) / L,
+                                           -1.0, 1.0)
+        obs[:, 2 * B + 2] = 0.0
+        slack = (p.budget - st.spent - self._min_rest[0]) / eps
+        g = self._obs_buf[obs.size:]
+        g[:N_GLOBAL_BASE] = (0.0, 1.0, st.spent / eps, 1.0 if slack >= 1.0 else (slack if slack >= -1.0 else -1.0),
+                             min(L / 100.0, 1.0))
+        g[N_GLOBAL_BASE:] = self._error_obs[0]
 
     # ----------------------------------------------------------------- masks
     def _update_mask(self) -> None:
+        """Action (s, b) is valid iff it fits, keeps the budget with the later layers at their least
+        error, leaves whole smallest-width slots for the later layers, and keeps the budget with the
+        LP bound on the later layers' error (see the class docstring). Server-wise terms are kept
+        current by `_server_changed`; what changes with every step is computed here, on (S, B)."""
         st = self.state
-        p, l = st.problem, st.layer
-        n_rest = p.n_layers - l - 1
-        free = st.free_bytes
-        after = free[:, None] - p.mem_bytes[None, :]  # (S, B)
-        fits = after >= -1e-6
-        budget_ok = st.spent + p.error[l] + self._min_rest[l + 1] <= p.budget * (1 + 1e-12) + 1e-15
-        if n_rest > 0:
-            per = np.floor(free / self._w_min + _EPS)
-            slots = per.sum() - per[:, None] + np.floor(np.maximum(after, 0.0) / self._w_min + _EPS)
-            mem_ok = slots >= n_rest
-            # joint: a lower bound (LP relaxation) on the later layers' error within the bytes they can
-            # use, an upper bound per server of min(free, whole layers that fit x largest layer size)
-            w_max = p.mem_bytes.max()
-            usable = np.minimum(free, per * w_max)
-            after_c = np.maximum(after, 0.0)
-            usable_after = usable.sum() - usable[:, None] + np.minimum(
-                after_c, np.floor(after_c / self._w_min + _EPS) * w_max)  # (S, B)
-            lp = lp_error_bound(self._lp_bounds[l + 1], usable_after)
-            joint_ok = st.spent + p.error[l][None, :] + lp <= p.budget * (1 + 1e-9) + 1e-12
-        else:
-            mem_ok = joint_ok = True
-        self._mask[:] = (fits & budget_ok[None, :] & mem_ok & joint_ok).ravel()
+        l = st.layer
+        n_rest = st.problem.n_layers - l - 1
+        spent_after = st.spent + self._tables.error_row_arrays[l]  # (B,)
+        m = self._mask_sb
+        # fits, and the later layers still have whole slots at the smallest width (integers: exact)
+        np.greater_equal(self._slots_gain, n_rest - self._per_sum, out=m)
+        budget_ok = spent_after + self._min_rest[l + 1] <= self._budget_ok_below  # (B,)
+        if n_rest == 0:
+            m &= budget_ok
+            return
+        # joint: a lower bound (LP relaxation) on the later layers' error within the bytes they can
+        # use, an upper bound per server of min(free, whole layers that fit x largest layer size);
+        # a width over the budget gets an infinite error (x + 0.0 == x keeps the others exact)
+        bound = self._tables.lp[l + 1]
+        extra = self._usable.sum() - self._usable_sb
+        extra += self._usable_after
+        extra -= bound[0]
+        joint = np.where(budget_ok, spent_after, np.inf) + _lp_eval(bound, extra) <= self._joint_ok_below
+        m &= joint
+        m &= extra >= -1e-6
 
     def safe_action_mask(self) -> np.ndarray:
         """The valid actions after which every later layer can still take one common width
@@ -541,13 +761,18 @@ class PlacementQuantizationEnv(MaskedEnv):
         per = np.floor(free[:, None] / p.mem_bytes[None, :] + _EPS)  # (S, C) slots now, witness width c
         slots = (per.sum(axis=0)[None, None, :] - per[:, None, :]
                  + np.floor(np.maximum(after, 0.0)[:, :, None] / p.mem_bytes[None, None, :] + _EPS))  # (S,B,C)
-        rest = p.error[l + 1:].sum(axis=0)  # (C,)
+        rest = self._tables.rest[l + 1]  # (C,) the later layers' errors at each width
         err_ok = st.spent + p.error[l][:, None] + rest[None, :] <= p.budget * (1 + 1e-12) + 1e-15  # (B, C)
         ok = ((slots >= n_rest) & err_ok[None, :, :]).any(axis=2)
         return self._mask & ok.ravel()
 
     # --------------------------------------------------------- observations
     def _obs(self) -> np.ndarray:
+        return self._obs_buf.copy()
+
+    def _obs_full(self) -> np.ndarray:
+        """The observation computed from the state in one go: the reference that the buffer the steps
+        update in place must equal, bit for bit (tests/test_placement_quant.py checks it)."""
         st, sc = self.state, self.scenario
         p = st.problem
         L, S, B = p.n_layers, p.n_servers, p.n_bits
