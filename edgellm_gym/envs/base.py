@@ -60,10 +60,23 @@ class MaskedEnv(gym.Env):
         self.max_invalid_streak = int(max_invalid_streak)
         self._invalid_streak = 0
         self._mask = np.zeros(0, dtype=bool)
+        self._n_actions = 0  # the action count once reset() has run (0 before: step() then raises)
         self.state = None  # set by reset(); what reference policies read
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Seed `np_random` (subclasses call this first, then build their episode)."""
+        super().reset(seed=seed, options=options)
+        self._n_actions = int(self.action_space.n)
 
     def step(self, action):
         """Check the action (see the module docstring), then advance the simulation with `_step`."""
+        try:  # fast path: an int (or numpy integer) in range whose mask entry is set
+            a = operator.index(action)
+        except TypeError:
+            a = -1
+        if 0 <= a < self._n_actions and self._mask[a]:
+            self._invalid_streak = 0
+            return self._step(a)
         if self.state is None:
             raise RuntimeError("call reset() before step()")
         a = self._check_action(action)

@@ -184,15 +184,16 @@ class DeviceSchedulingEnv(MaskedEnv):
         # row m: the mask with m tasks queued (the first m slots valid); read-only, never written through
         self._mask_rows = np.tri(k + 1, k, -1, dtype=bool)
         # observation: slot block x / (|x| + scale), x = base + now x SLOT_NOW, over the m queued slots
-        # only (five numpy calls on contiguous float64, see `_obs`); empty slots are zeros; the globals
+        # and one empty slot after them (five numpy calls on contiguous float64, see `_obs`); the globals
         # are written as they change. `_obs64` holds the float64 values the float32 observation rounds.
+        # The base has one more slot than the queue, always empty: removing a task shifts it in, so
+        # the slots from the queue length on are zeros in the base and in the observation.
         n_obs = k * N_SLOT_FEATURES + N_GLOBAL_FEATURES
-        self._obs_base = np.zeros(k * N_SLOT_FEATURES)  # slot features at now = 0, slot by slot in queue order
+        self._obs_base = np.zeros((k + 1) * N_SLOT_FEATURES)  # features at now = 0, slot by slot in queue order
         self._obs64 = np.zeros(n_obs)
-        self._obs_x = np.zeros(k * N_SLOT_FEATURES)
-        self._obs_den = np.zeros(k * N_SLOT_FEATURES)
-        self._obs_sign = np.tile(np.asarray(SLOT_NOW, dtype=float), k)
-        self._obs_scale = np.tile(np.where(SLOT_SQUASHED, sc.reward_time_scale_s, FLAG_SCALE), k)
+        self._obs_x = np.zeros((k + 1) * N_SLOT_FEATURES)
+        self._obs_den = np.zeros((k + 1) * N_SLOT_FEATURES)
+        self._obs_scale = np.tile(np.where(SLOT_SQUASHED, sc.reward_time_scale_s, FLAG_SCALE), k + 1)
         self._obs_now = np.zeros(())  # the clock, as a 0-d array (a Python float operand costs a conversion)
         self._build_views()
         self.state: SchedulingState | None = None
@@ -203,9 +204,13 @@ class DeviceSchedulingEnv(MaskedEnv):
         k, f = self.scenario.queue_slots, N_SLOT_FEATURES
         self._mask_rows.flags.writeable = False
         self._masks = [self._mask_rows[m] for m in range(k + 1)]
-        self._obs_views = [(self._obs_sign[: m * f], self._obs_base[: m * f], self._obs_x[: m * f],
-                            self._obs_den[: m * f], self._obs_scale[: m * f], self._obs64[: m * f])
-                           for m in range(k + 1)]
+        self._obs_views = []
+        for m in range(k + 1):
+            r = min(m + 1, k) * f  # the queued slots and the empty one after them (if any)
+            sign = np.zeros(r)
+            sign[: m * f] = np.tile(np.asarray(SLOT_NOW, dtype=float), m)
+            self._obs_views.append((sign, self._obs_base[:r], self._obs_x[:r], self._obs_den[:r],
+                                    self._obs_scale[:r], self._obs64[:r]))
         st = getattr(self, "state", None)
         self._mask = self._masks[len(st.queue) if st is not None else 0]
         self._remaining_col = st.table[:, 0] if st is not None else None
@@ -249,6 +254,7 @@ class DeviceSchedulingEnv(MaskedEnv):
         # running, remaining, trans, deadline, laxity, -arrival, preempted-before
         self._task_rows = np.column_stack([np.ones(n), np.zeros(n), compute, trans, deadline,
                                            (-compute - trans) + deadline, -req.arrival_s, np.zeros(n)])
+        self._obs_base[:] = 0.0
         self._obs64[:] = 0.0
         self._start_s = [np.nan] * n
         self._done_s = [np.nan] * n  # result delivered
@@ -264,8 +270,9 @@ class DeviceSchedulingEnv(MaskedEnv):
 
     # ------------------------------------------------------------------ step
     def _step(self, a: int):
+        # the hot path: Python floats and lists, numpy only for slices of the observation base
         st, sc, base = self.state, self.scenario, self._obs_base
-        queue, now = st.queue, st.now_s
+        queue, now, f = st.queue, st.now_s, N_SLOT_FEATURES
         tid, run = queue[a], st.running
         if tid != run:
             if run >= 0:  # preempt: the running task pays its reload when it resumes
@@ -273,13 +280,11 @@ class DeviceSchedulingEnv(MaskedEnv):
                 self._reload_time_s += self._reload[run]
                 slot = queue.index(run)
                 self._set_remaining(run, slot, self._remaining[run] + self._reload[run])
-                i = slot * N_SLOT_FEATURES
-                base[i + RUNNING], base[i + PREEMPTED] = 0.0, 1.0
+                base[slot * f + RUNNING], base[slot * f + PREEMPTED] = 0.0, 1.0
             if not self._started[tid]:
                 self._started[tid] = True
                 self._start_s[tid] = now
-            i = a * N_SLOT_FEATURES
-            base[i + RUNNING], base[i + PREEMPTED] = 1.0, 0.0
+            base[a * f + RUNNING], base[a * f + PREEMPTED] = 1.0, 0.0
             st.running = tid
 
         remaining = self._remaining[tid]
@@ -287,13 +292,18 @@ class DeviceSchedulingEnv(MaskedEnv):
         t_arrival = self._arrival_inf[self._next_arrival]
         t_next = t_done if t_done <= t_arrival else t_arrival
         dt = t_next - now
-        reward = -(len(queue) - 1) * dt / sc.reward_time_scale_s
+        m = len(queue)
+        reward = -(m - 1) * dt / sc.reward_time_scale_s
         self._busy_s += dt
         self._segments.append((0, now, t_next, tid))
         st.now_s = t_next
         if t_done <= t_arrival:  # completion first on ties: it frees the processor
             self._remaining_col[tid] = self._remaining[tid] = 0.0
-            self._remove_slot(a)
+            # take the task out of the queue: the later slots, and the empty one after them, move up
+            base[a * f: m * f] = base[(a + 1) * f: (m + 1) * f]
+            del queue[a]
+            m -= 1
+            self._obs64[-3] = m / sc.queue_slots
             st.running = -1
             self._finished += 1
             self._done_s[tid] = done = t_next + self._trans[tid]
@@ -301,11 +311,14 @@ class DeviceSchedulingEnv(MaskedEnv):
                 self._late += 1
                 reward -= sc.miss_penalty
         else:
-            self._set_remaining(tid, a, remaining - dt)
-        if t_arrival <= t_next or sc.drop_expired or not queue:
+            remaining -= dt
+            self._remaining_col[tid] = self._remaining[tid] = remaining
+            base[a * f + REMAINING] = remaining
+            base[a * f + LAXITY] = (-remaining - self._trans[tid]) + self._deadline[tid]  # at now = 0
+        if t_arrival <= t_next or not m or sc.drop_expired:
             reward -= sc.miss_penalty * self._admit_arrivals()
+            m = len(queue)
 
-        m = len(queue)
         self._mask = mask = self._masks[m]
         info = {"action_mask": mask.copy(), "invalid_action": False, "now_s": st.now_s}
         if not m and self._next_arrival == self._n:  # terminated
@@ -317,59 +330,68 @@ class DeviceSchedulingEnv(MaskedEnv):
         """Set a queued task's remaining compute in the state table, its mirror and its observation base."""
         self._remaining_col[tid] = self._remaining[tid] = remaining
         i = slot * N_SLOT_FEATURES
-        self._obs_base[i + REMAINING] = remaining
-        self._obs_base[i + LAXITY] = (-remaining - self._trans[tid]) + self._deadline[tid]  # at now = 0
+        base = self._obs_base
+        base[i + REMAINING] = remaining
+        base[i + LAXITY] = (-remaining - self._trans[tid]) + self._deadline[tid]  # at now = 0
 
     def _remove_slot(self, slot: int) -> None:
-        """Take a task out of the queue: the later slots move up one, the last one empties."""
-        f, m = N_SLOT_FEATURES, len(self.state.queue)
-        if slot < m - 1:
-            self._obs_base[slot * f: (m - 1) * f] = self._obs_base[(slot + 1) * f: m * f]
-        self._obs64[(m - 1) * f: m * f] = 0.0
-        del self.state.queue[slot]
+        """Take a task out of the queue: the later slots move up one, the empty slot after them too."""
+        f, queue = N_SLOT_FEATURES, self.state.queue
+        m = len(queue)
+        self._obs_base[slot * f: m * f] = self._obs_base[(slot + 1) * f: (m + 1) * f]
+        del queue[slot]
         self._obs64[-3] = (m - 1) / self.scenario.queue_slots
 
     def _admit_arrivals(self) -> int:
         """Queue the arrivals up to now (dropping those that find it full), drop expired
         tasks if asked, and jump over idle time. Returns the number dropped."""
         st, sc = self.state, self.scenario
-        queue, arrival, k = st.queue, self._arrival, sc.queue_slots
-        n, dropped = len(arrival), 0
+        queue, arrival, k, n = st.queue, self._arrival_inf, sc.queue_slots, self._n
+        nxt, now, dropped = self._next_arrival, st.now_s, 0
         while True:
-            while self._next_arrival < n and arrival[self._next_arrival] <= st.now_s:
+            while arrival[nxt] <= now:  # the last entry is inf
                 if len(queue) < k:
                     i = len(queue) * N_SLOT_FEATURES
-                    self._obs_base[i: i + N_SLOT_FEATURES] = self._task_rows[self._next_arrival]
-                    queue.append(self._next_arrival)
+                    self._obs_base[i: i + N_SLOT_FEATURES] = self._task_rows[nxt]
+                    queue.append(nxt)
                 else:
                     dropped += 1
-                self._next_arrival += 1
+                nxt += 1
             if sc.drop_expired:
-                expired = [t for t in queue if t != st.running and self._deadline[t] <= st.now_s]
-                for t in expired:
-                    self._remove_slot(queue.index(t))
-                dropped += len(expired)
-            if queue or self._next_arrival == n:
+                expired = [t for t in queue if t != st.running and self._deadline[t] <= now]
+                if expired:
+                    for t in expired:
+                        self._remove_slot(queue.index(t))
+                    # the observation covers one slot after the queue: clear those that were queued before
+                    self._obs64[len(queue) * N_SLOT_FEATURES: k * N_SLOT_FEATURES] = 0.0
+                    dropped += len(expired)
+            if queue or nxt == n:
                 break
-            st.now_s = arrival[self._next_arrival]  # idle until the next arrival
+            st.now_s = now = arrival[nxt]  # idle until the next arrival
+        self._next_arrival = nxt
         self._dropped += dropped
         self._obs64[-3] = len(queue) / k
-        self._obs64[-2] = self._next_arrival / n
+        self._obs64[-2] = nxt / n
         return dropped
 
     # --------------------------------------------------------- observations
     def _obs(self) -> np.ndarray:
-        """The slot block of the queued slots in five numpy calls, the busy share, then float32 (a new array)."""
+        """The slot block in five numpy calls, the busy share, then float32 (a new array)."""
         now = self.state.now_s
         elapsed = now - self._t0
-        self._obs64[-1] = min(self._busy_s / elapsed, 1.0) if elapsed > 0 else 0.0
+        if elapsed > 0:
+            busy = self._busy_s / elapsed
+            self._obs64[-1] = 1.0 if 1.0 < busy else busy  # min(busy, 1.0)
+        else:
+            self._obs64[-1] = 0.0
         sign, base, x, den, scale, out = self._obs_views[len(self.state.queue)]
         self._obs_now.fill(now)
-        np.multiply(sign, self._obs_now, out=x)
-        np.add(x, base, out=x)
-        np.abs(x, out=den)
-        np.add(den, scale, out=den)
-        np.divide(x, den, out=out)
+        # positional `out` arguments: a keyword costs more than the arithmetic on a few dozen numbers
+        np.multiply(sign, self._obs_now, x)
+        np.add(x, base, x)
+        np.abs(x, den)
+        np.add(den, scale, den)
+        np.divide(x, den, out)
         return self._obs64.astype(np.float32)
 
     def _info(self) -> dict:
