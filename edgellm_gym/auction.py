@@ -5,7 +5,7 @@ LayerAllocation env (its "fcim" payment rule) and the FCIM policy in
 
 from __future__ import annotations
 
-__all__ = ["fcim_winner_reward", "fcim_pool_round", "fcim_chosen_reward"]
+__all__ = ["fcim_winner_reward", "fcim_pool_round", "fcim_bid_ratios", "fcim_chosen_reward"]
 
 
 def fcim_winner_reward(p1: float, l1: float, p2: float | None, l2: float | None, remaining: int,
@@ -41,17 +41,22 @@ def fcim_pool_round(p, l, a, b, c, feasible, pool, remaining: int, chosen: int |
     rule, the runner-up being the best feasible other bid. Plain Python on
     lists: for the few dozen bids of an auction it is faster than numpy.
     """
-    na = _normalised([a[i] for i in pool])
-    nb = _normalised([b[i] for i in pool])
+    pa = [a[i] for i in pool]
+    pb = [b[i] for i in pool]
     cs = [c[i] for i in pool]
-    nc = _normalised(cs)
+    # min-max normalisation over the pool, (v - lo) / (hi - lo), 0 where all are equal (`_normalised`),
+    # computed only for the bids that are scored
+    lo_a, hi_a, lo_b, hi_b, lo_c, hi_c = min(pa), max(pa), min(pb), max(pb), min(cs), max(cs)
+    span_a, span_b, span_c = hi_a - lo_a, hi_b - lo_b, hi_c - lo_c
+    flat_a, flat_b, flat_c = hi_a == lo_a, hi_b == lo_b, hi_c == lo_c
     # the two heads of a stable ascending sort of the feasible bids: strict < keeps the earlier on ties
     w1 = w2 = -1
     s1 = s2 = float("inf")
-    for i, x, y, z in zip(pool, na, nb, nc):
+    for i, x, y, z in zip(pool, pa, pb, cs):
         if i == chosen or not feasible[i]:
             continue
-        s = alpha * x + beta * y + gamma * z
+        s = (alpha * (0.0 if flat_a else (x - lo_a) / span_a) + beta * (0.0 if flat_b else (y - lo_b) / span_b)
+             + gamma * (0.0 if flat_c else (z - lo_c) / span_c))
         if s < s1 and chosen is None:
             w2, s2, w1, s1 = w1, s1, i, s
         elif s < s2:
@@ -61,14 +66,24 @@ def fcim_pool_round(p, l, a, b, c, feasible, pool, remaining: int, chosen: int |
     elif w1 < 0:
         return None
     reward = fcim_winner_reward(p[w1], l[w1], p[w2] if w2 >= 0 else None, l[w2] if w2 >= 0 else None,
-                                remaining, min(cs), sum(cs) / len(cs), alpha, beta, gamma, delta)
+                                remaining, lo_c, sum(cs) / len(cs), alpha, beta, gamma, delta)
     return w1, w2, float(reward)
 
 
+def fcim_bid_ratios(p, l, t, total_layers: int) -> tuple[list[float], list[float], list[float]]:
+    """The per-bid ratios a = L / l, b = T / l, c = P / l of `fcim_pool_round`, with l at least 1."""
+    safe = [max(x, 1) for x in l]
+    return ([total_layers / x for x in safe], [ti / x for ti, x in zip(t, safe)],
+            [pi / x for pi, x in zip(p, safe)])
+
+
 def fcim_chosen_reward(p, l, t, feasible, total_layers: int, pool, remaining: int, chosen: int,
-                       alpha: float = 0.1, beta: float = 0.3, gamma: float = 0.6, delta: float = 0.1) -> float:
+                       alpha: float = 0.1, beta: float = 0.3, gamma: float = 0.6, delta: float = 0.1,
+                       ratios: tuple | None = None) -> float:
     """The reward to `chosen` of `fcim_pool_round(..., chosen=chosen)`, bit for bit, from the bids'
-    prices `p`, layers `l` and times `t` (the ratios L / l, T / l, P / l with l at least 1).
+    prices `p`, layers `l` and times `t` (the ratios L / l, T / l, P / l with l at least 1;
+    `ratios`, if given, is `fcim_bid_ratios(p, l, t, total_layers)`, for a caller that pays
+    several rounds over the same bids).
 
     The round is skipped when the rule needs no runner-up: with gamma > alpha +
     beta, a winner whose bid does not exceed the remaining layers is paid its
@@ -77,10 +92,10 @@ def fcim_chosen_reward(p, l, t, feasible, total_layers: int, pool, remaining: in
     """
     if gamma > alpha + beta and remaining >= l[chosen]:
         return float(p[chosen])
-    if not any(feasible[i] for i in pool if i != chosen):  # no runner-up: the winner is paid its price
+    for i in pool:
+        if feasible[i] and i != chosen:
+            break
+    else:  # no runner-up: the winner is paid its price
         return float(p[chosen])
-    safe = [max(x, 1) for x in l]
-    a = [total_layers / x for x in safe]
-    b = [ti / x for ti, x in zip(t, safe)]
-    c = [pi / x for pi, x in zip(p, safe)]
+    a, b, c = ratios if ratios is not None else fcim_bid_ratios(p, l, t, total_layers)
     return fcim_pool_round(p, l, a, b, c, feasible, pool, remaining, chosen, alpha, beta, gamma, delta)[2]

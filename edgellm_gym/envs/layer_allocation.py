@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from .. import costs
-from ..auction import fcim_chosen_reward
+from ..auction import fcim_bid_ratios, fcim_chosen_reward
 from ..catalog import get_device, get_model
 from ..metrics import jain_index, mean_or_zero
 from ..scenario import register_preset, require, resolve_scenario
@@ -302,6 +302,9 @@ class LayerAllocationEnv(MaskedEnv):
                                              for f in ("peak_flops", "compute_efficiency", "mem_bw_Bps")})
         self._cap_l, self._price_per_s_l = self._capacity.tolist(), self._price_per_s.tolist()
         self._fcim_rule = sc.payment_rule == "fcim"
+        # FCIM step 3 with gamma > alpha + beta: a winner taking all its bid layers is paid its price
+        self._fcim_own_price = sc.gamma > sc.alpha + sc.beta
+        self._mask_patterns: dict[tuple[int, ...], np.ndarray] = {}  # devices with room -> the mask
         # flat observation indices written when a task opens: free share, bid layers, wait, feasible
         self._open_idx = np.array([i * N_DEVICE_FEATURES + f for i in range(n) for f in (3, 4, 6, 8)])
         self.state: LayerAllocationState | None = None
@@ -385,6 +388,8 @@ class LayerAllocationEnv(MaskedEnv):
         return self._obs(), self._info()
 
     # ------------------------------------------------------------------ step
+    # The step path works on Python numbers and lists (numpy calls cost more than they save on a few
+    # devices); numpy only for the observation buffer.
     def _step(self, a: int):
         st = self.state
         if st.task < 0:
@@ -397,16 +402,16 @@ class LayerAllocationEnv(MaskedEnv):
             if st.remaining_layers == 0:
                 reward += self._commit()
                 reward += self._begin_task(st.task + 1)
-        terminated = st.task < 0
         info = {"action_mask": self._mask.copy(), "invalid_action": False, "now_s": st.now_s, "task": st.task}
-        if terminated:
+        if st.task < 0:  # terminated
             info["episode_metrics"] = self.episode_metrics()
-        return self._obs_buf.copy(), float(reward), terminated, False, info
+            return self._obs_buf.copy(), float(reward), True, False, info
+        return self._obs_buf.copy(), float(reward), False, False, info
 
     def _begin_task(self, task: int) -> float:
         """Move to `task`'s arrival, free the memory of tasks completed by then, build the bids.
         Tasks that do not fit the free memory are rejected here; returns their penalties."""
-        st, sc, n_tasks = self.state, self.scenario, len(self._arrival_l)
+        st, n_tasks = self.state, len(self._arrival_l)
         free, events, L = st.free, self._events, st.total_layers
         penalty = 0.0
         st.chain, st.taken = [], []
@@ -425,7 +430,7 @@ class LayerAllocationEnv(MaskedEnv):
                 self._open_task(task, bid)
                 return penalty
             self._outcome[task] = REJECTED_NO_CAPACITY
-            penalty -= sc.reject_penalty
+            penalty -= self.scenario.reject_penalty
             task += 1
         st.task = -1
         st.remaining_layers = 0
@@ -436,35 +441,47 @@ class LayerAllocationEnv(MaskedEnv):
         return penalty
 
     def _open_task(self, task: int, bid: list[int]) -> None:
-        """Set the state, the FCIM bids, the mask and the observation for a task that fits."""
-        st, L, n = self.state, self.state.total_layers, self.n_devices
+        """Set the state, the FCIM bids, the mask and the observation for a task that fits, in one
+        pass over the devices."""
+        st, L = self.state, self.state.total_layers
         st.remaining_layers = L
         st.row = task
         st.budget_usd = budget = self._budget_l[task]
-        st.deadline_s = self._deadline_l[task]
+        st.deadline_s = deadline = self._deadline_l[task]
         st.arrival_s = now = st.now_s
         st.bids = bid
-        st.bid_times = t = [x * y for x, y in zip(bid, self._per_layer_l[task])]
-        st.bid_prices = p = [x * y for x, y in zip(t, self._price_per_s_l)]
-        # FCIM feasibility of this task's bids (fixed while it is placed: a used device leaves the pool)
-        slack = st.deadline_s - now
-        self._feasible = feasible = [pi <= budget and ti <= slack for pi, ti in zip(p, t)]
-        if min(bid) >= 1:
-            self._pool = list(range(n))
-            self._mask[:] = True
-        else:
-            self._pool = [i for i in range(n) if bid[i] >= 1]
-            self._mask[:-1] = [x >= 1 for x in bid]
-            self._mask[-1] = True
-        # observation: the task's fixed row (built at reset), then per device free memory share,
-        # bid layers / L, wait until free and FCIM feasibility
-        ideal, free, cap = self._ideal_l[task], st.free, self._cap_l
-        vals = []
+        per, rate, free, cap, ideal = self._per_layer_l[task], self._price_per_s_l, st.free, self._cap_l, \
+            self._ideal_l[task]
+        slack = deadline - now
+        # bid time and price; FCIM feasibility (price <= budget and time <= time to deadline: fixed while
+        # the task is placed, a used device leaves the pool); the pool (devices with room); and the
+        # observation's free memory share, bid layers / L, wait until free and feasibility, per device
+        times, prices, feasible, pool, vals = [], [], [], [], []
         for i, b in enumerate(st.busy):
-            w = b - now if b > now else 0.0
             x = bid[i]
-            vals += (free[i] / cap[i], x / L, w / (w + ideal), 1.0 if feasible[i] and x >= 1 else 0.0)
-        buf = self._obs_base[task].copy()
+            ti = x * per[i]
+            pi = ti * rate[i]
+            times.append(ti)
+            prices.append(pi)
+            fe = pi <= budget and ti <= slack
+            feasible.append(fe)
+            w = b - now if b > now else 0.0
+            if x >= 1:
+                pool.append(i)
+                vals += (free[i] / cap[i], x / L, w / (w + ideal), 1.0 if fe else 0.0)
+            else:
+                vals += (free[i] / cap[i], x / L, w / (w + ideal), 0.0)
+        st.bid_times, st.bid_prices = times, prices
+        self._feasible, self._pool, self._ratios, self._paid_so_far = feasible, pool, None, 0.0
+        key = tuple(pool)
+        mask = self._mask_patterns.get(key)
+        if mask is None:  # one mask per set of devices with room (the reject action always valid)
+            mask = np.zeros(self.n_devices + 1, dtype=bool)
+            mask[pool] = True
+            mask[-1] = True
+            self._mask_patterns[key] = mask
+        self._mask = mask.copy()
+        buf = self._obs_base[task].copy()  # the task's fixed features (built at reset)
         buf[self._open_idx] = vals
         self._obs_buf = buf
 
@@ -473,16 +490,22 @@ class LayerAllocationEnv(MaskedEnv):
         st, sc = self.state, self.scenario
         layers = st.bids[d]
         remaining = st.remaining_layers
-        take = min(layers, remaining)
+        take = layers if layers < remaining else remaining
         price = st.bid_prices[d]
-        if self._fcim_rule:
-            pay = fcim_chosen_reward(st.bid_prices, st.bids, st.bid_times, self._feasible, st.total_layers,
-                                     self._pool, remaining, d, sc.alpha, sc.beta, sc.gamma, sc.delta)
+        bid_pay = price / layers * take
+        if not self._fcim_rule:
+            pay = bid_pay
+        elif self._fcim_own_price and remaining >= layers:  # fcim_chosen_reward's first shortcut
+            pay = float(price)
         else:
-            pay = price / layers * take
+            if self._ratios is None:  # the FCIM ratios of this task's bids, once per task
+                self._ratios = fcim_bid_ratios(st.bid_prices, st.bids, st.bid_times, st.total_layers)
+            pay = fcim_chosen_reward(st.bid_prices, st.bids, st.bid_times, self._feasible, st.total_layers,
+                                     self._pool, remaining, d, sc.alpha, sc.beta, sc.gamma, sc.delta,
+                                     ratios=self._ratios)
         self._pool.remove(d)
         self._pending_pay.append(pay)
-        self._pending_bid.append(price / layers * take)
+        self._pending_bid.append(bid_pay)
         st.chain.append(d)
         st.taken.append(take)
         st.free[d] = free = st.free[d] - take * st.layer_bytes
@@ -497,7 +520,7 @@ class LayerAllocationEnv(MaskedEnv):
         g = n * N_DEVICE_FEATURES
         buf[g + 3] = remaining / L
         buf[g + 4] = len(st.chain) / n
-        pays = sum(self._pending_pay)
+        self._paid_so_far = pays = self._paid_so_far + pay  # the sum of the pending payments, in order
         buf[g + 5] = pays / (pays + st.budget_usd)
         return 0.0
 
@@ -539,11 +562,14 @@ class LayerAllocationEnv(MaskedEnv):
         self._compute[t], self._comm[t], self._payment[t] = compute, comm, paid
         self._n_used[t] = len(chain)
         lpd, ppd = self._layers_per_device, self._paid_per_device
-        for d, k, x in zip(chain, taken, pays):
+        positive = 0
+        for d, k, x, q in zip(chain, taken, pays, self._pending_bid):
             lpd[d] += k
             ppd[d] += x
+            if x >= q * (1 - 1e-12):
+                positive += 1
         self._rounds += len(chain)
-        self._positive_rounds += sum(p >= q * (1 - 1e-12) for p, q in zip(pays, self._pending_bid))
+        self._positive_rounds += positive
         reward = -(sc.w_latency * (done - now) / self._ideal_l[t] + sc.w_payment * paid / st.budget_usd
                    + sc.w_devices * len(chain))
         if done > st.deadline_s:
