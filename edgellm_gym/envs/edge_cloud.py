@@ -229,8 +229,10 @@ class EdgeCloudState:
     (edge servers 0..M-1, then the cloud), what dispatching it there would give: upload and
     download times at the current bandwidth, queueing wait, compute time, total latency, and
     the weighted transmission + inference energy `w_tran E_tran + w_infer E_infer` (J).
-    The per-action arrays are columns of one table (`table`, action x quantity, updated in
-    place at every step).
+    The per-action arrays are columns of one table (`table`, action x quantity). `valid` is
+    the action mask (read-only). The env's step path keeps the table and the link bandwidths
+    as Python numbers; `table` and `bw_bps` fill their arrays from them when read (the same
+    array objects, updated in place), so read them through the state at each step.
     """
 
     now_s: float
@@ -241,9 +243,27 @@ class EdgeCloudState:
     upload_bytes: float
     requirement_s: float
     valid: np.ndarray
-    bw_bps: np.ndarray
-    table: np.ndarray
     n_edge: int
+    _table: np.ndarray = field(repr=False)
+    _bw: np.ndarray = field(repr=False)
+    _table_values: list | None = field(default=None, repr=False)  # row-major, not yet in `_table`
+    _bw_values: list | None = field(default=None, repr=False)  # not yet in `_bw`
+
+    @property
+    def table(self) -> np.ndarray:
+        """Per action (rows) backlog, upload, wait, compute, download, latency, energy, free memory."""
+        if self._table_values is not None:
+            self._table.reshape(-1)[:] = self._table_values
+            self._table_values = None
+        return self._table
+
+    @property
+    def bw_bps(self) -> np.ndarray:
+        """Each link's bandwidth now (bit/s): the M edge links, then the cloud's."""
+        if self._bw_values is not None:
+            self._bw[:] = self._bw_values
+            self._bw_values = None
+        return self._bw
 
     @property
     def backlog_s(self) -> np.ndarray:
@@ -385,18 +405,41 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         self._tran_w_list, self._hosted_rows = self._tran_w.tolist(), self._hosted.tolist()
         self._mem_free0_list, self._mem_total_list = self._mem_free0.tolist(), self._mem_total.tolist()
         self._top_list, self._nominal_list = self._top_bps.tolist(), self._nominal_bps.tolist()
-        # observation features, action by action (the observation's layout), float32; the last
-        # two are squashed x / (x + 1) in float32, as x / (c x + 1) over all (c = 1 there, else 0)
-        self._obs_act = np.zeros((m + 1, N_ACTION_FEATURES), dtype=np.float32)
-        self._obs_c = np.zeros((m + 1, N_ACTION_FEATURES), dtype=np.float32)
-        self._obs_c[:, 5:7] = 1.0
-        self._obs_tmp = np.zeros((m + 1, N_ACTION_FEATURES), dtype=np.float32)
+        # the observation, float32, kept current in place: the request's features, then the features
+        # action by action; the last two of an action's are squashed x / (x + 1) in float32, as
+        # x / (c x + 1) over all of them (c = 1 there, else 0)
+        self._obs_buf = np.zeros(k + N_REQUEST_FEATURES + N_ACTION_FEATURES * (m + 1), dtype=np.float32)
+        c = np.zeros((m + 1, N_ACTION_FEATURES), dtype=np.float32)
+        c[:, 5:7] = 1.0
+        self._obs_c = c.ravel()
+        self._obs_tmp = np.zeros(N_ACTION_FEATURES * (m + 1), dtype=np.float32)
+        self._obs_one = np.ones(N_ACTION_FEATURES * (m + 1), dtype=np.float32)
+        self._build_views()
+        self._mask_patterns: dict[tuple[bool, ...], np.ndarray] = {}  # valid actions -> the mask (read-only)
         self.action_space = spaces.Discrete(m + 1)
         self.observation_space = spaces.Box(-1.0, 1.0, (k + N_REQUEST_FEATURES + N_ACTION_FEATURES * (m + 1),),
                                             np.float32)
         self._mask = np.zeros(m + 1, dtype=bool)
         self._mask[m] = True  # the cloud is always valid
         self.state: EdgeCloudState | None = None
+
+    def _build_views(self) -> None:
+        """Views of the observation buffer the step path writes through; rebuilt after unpickling
+        or deep-copying (a copied view no longer shares its base's memory)."""
+        head = len(self.scenario.services) + N_REQUEST_FEATURES
+        self._obs_head = self._obs_buf[:head]
+        self._obs_flat = self._obs_buf[head:]
+        self._obs_act = self._obs_flat.reshape(self.scenario.n_edge + 1, N_ACTION_FEATURES)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for name in ("_obs_head", "_obs_flat", "_obs_act"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._build_views()
 
     # ----------------------------------------------------------------- reset
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -433,6 +476,8 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         self._svc_list, self._arrival_list = svc.tolist(), self._arrival.tolist()
         self._kv_list, self._requirement_list = self._kv.tolist(), self._requirement.tolist()
         self._up_list, self._down_list = self._up_bytes.tolist(), self._down_bytes.tolist()
+        self._prompt_list, self._output_list = self._prompt.tolist(), self._output.tolist()
+        self._compute_rows, self._infer_rows = self._compute_a.tolist(), self._infer_j.tolist()
         self._obs_request = self._request_features(svc)
 
         # servers, links, accounting
@@ -442,7 +487,6 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         self._ready = [self._t0] * (m + 1)  # per action: when its server (the first free GPU) is free
         self._jobs: list[deque] = [deque() for _ in range(u)]  # (start, end, kv bytes) not yet finished
         self._kv_reserved = [0.0] * m
-        self._bw = np.empty(m + 1)
         if self._trace is None:
             self._level = rng.integers(len(sc.bw_levels), size=m + 1).tolist()
             self._set_bandwidth((self._nominal_bps * self._levels[self._level]).tolist())
@@ -452,15 +496,15 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         self._slot = 0
         self._i = 0
         self._now = self._last_now = self._t0
-        self._action = np.full(n, -1, dtype=np.int64)
-        self._lat = np.full(n, np.nan)
+        self._action: list[int] = []  # per dispatched request, in order
+        self._lat: list[float] = []
         self._e_tran = self._e_infer = self._e_idle = 0.0
         self._completed = 0
         self._segments: deque = deque(maxlen=80)
-        table = np.zeros((m + 1, 8))
         self.state = EdgeCloudState(
             now_s=self._now, request=0, service=0, prompt_tokens=0, output_tokens=0, upload_bytes=0.0,
-            requirement_s=0.0, valid=self._mask, bw_bps=self._bw, table=table, n_edge=m)
+            requirement_s=0.0, valid=self._mask, n_edge=m, _table=np.zeros((m + 1, 8)), _bw=np.empty(m + 1),
+            _bw_values=self._bw_list)
         self._prepare()
         return self._obs(), self._info()
 
@@ -474,12 +518,15 @@ class EdgeCloudOffloadEnv(MaskedEnv):
                                 r / (r + sc.time_scale_s), np.arange(n) / n]).astype(np.float32)
 
     # ------------------------------------------------------------------ step
+    # The step path works on Python floats: per unit or action, a handful of scalars each (faster
+    # than numpy calls on arrays of M+1 elements); numpy only for the observation buffer.
     def _step(self, a: int):
-        if self._i >= len(self._arrival_list):
+        i = self._i
+        if i >= len(self._arrival_list):
             raise RuntimeError("the episode has ended: call reset()")
-        sc, m, i = self.scenario, self.scenario.n_edge, self._i
-        row = self.state.table[a].tolist()
-        upload, wait, compute, latency, weighted = row[UPLOAD], row[WAIT], row[COMPUTE], row[LATENCY], row[ENERGY]
+        sc, m = self.scenario, self.scenario.n_edge
+        j = a * 8
+        _, upload, wait, compute, _, latency, weighted, _ = self._table_values[j: j + 8]
         free_at = self._free_at
         if a < m:
             unit = a
@@ -489,36 +536,39 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         start = self._now + upload + wait
         end = start + compute
         free_at[unit] = end
-        self._ready[a] = end if a < m else min(free_at[m:])
-        kv = self._kv_list[i] if a < m else 0.0
-        self._jobs[unit].append((start, end, kv))
         if a < m:
+            self._ready[a] = end
+            kv = self._kv_list[i]
             self._kv_reserved[a] += kv
+        else:
+            self._ready[a] = min(free_at[m:])
+            kv = 0.0
+        self._jobs[unit].append((start, end, kv))
         service = self._svc_list[i]
         self._segments.append((unit, start, end, service))
         self._e_tran += self._p_tx_list[a] * (upload - self._latency_list[a])
         self._e_infer += self._p_busy_list[a] * compute
-        self._action[i] = a
-        self._lat[i] = latency
+        self._action.append(a)
+        self._lat.append(latency)
         requirement = self._requirement_list[i]
         met = latency <= requirement
         dispatched = {"request": i, "service": service, "action": a, "latency_s": latency,
                       "requirement_s": requirement, "energy_j": weighted, "met": met}
 
-        self._i += 1
-        terminated = self._i == len(self._arrival_list)
-        t_next = max(free_at) if terminated else self._arrival_list[self._i]
-        idle_j = self._advance(max(t_next, self._now))
+        self._i = i = i + 1
+        terminated = i == len(self._arrival_list)
+        t_next = max(free_at) if terminated else self._arrival_list[i]
+        idle_j = self._advance(t_next if t_next > self._now else self._now)  # max(t_next, now)
         reward = -(weighted + sc.w_idle * idle_j) / sc.energy_scale_j - (0.0 if met else sc.miss_penalty)
         if not terminated:
             self._prepare()
         else:  # no next request: of the observation, only the bandwidth share moves
             self._obs_act[:, 3] = self._bw_share
-        info = self._info()
-        info["dispatched"] = dispatched
+        info = {"action_mask": self._mask.copy(), "invalid_action": False, "now_s": self._now,
+                "dispatched": dispatched}
         if terminated:
             info["episode_metrics"] = self.episode_metrics()
-        return self._obs(), reward, terminated, False, info
+        return self._obs_buf.copy(), reward, terminated, False, info
 
     def _advance(self, t: float) -> float:
         """Move time to `t`: idle energy of every unit over (now, t], finished jobs release their
@@ -542,22 +592,26 @@ class EdgeCloudOffloadEnv(MaskedEnv):
             idle_j += p_idle[u] * (dt - busy)
         self._e_idle += idle_j
         self._now = t
-        self._move_bandwidth(t)
-        return idle_j
-
-    def _move_bandwidth(self, t: float) -> None:
         if self._trace is not None:
             self._set_trace_bw(t)
-            return
-        slot = int((t - self._t0) // self.scenario.bw_slot_s)
-        k = min(slot - self._slot, MAX_CHAIN_STEPS)
+        else:
+            slot = int((t - self._t0) // self.scenario.bw_slot_s)
+            if slot > self._slot:
+                self._move_bandwidth(slot)
+        return idle_j
+
+    def _move_bandwidth(self, slot: int) -> None:
+        """Move the Markov chain of every link to bandwidth slot `slot` (after the current one)."""
+        k = slot - self._slot
+        if k > MAX_CHAIN_STEPS:
+            k = MAX_CHAIN_STEPS
         self._slot = slot
-        if k > 0:  # each link's next level: the number of its P^k cumulative probabilities <= a uniform draw
-            cdf = self._level_cdf_rows[k]
-            draws = self.np_random.random(len(self._level)).tolist()
-            self._level = [bisect.bisect_right(cdf[level], x) for level, x in zip(self._level, draws)]
-            self._set_bandwidth([nominal * self._level_list[level]
-                                 for nominal, level in zip(self._nominal_list, self._level)])
+        # each link's next level: the number of its P^k cumulative probabilities <= a uniform draw
+        cdf = self._level_cdf_rows[k]
+        draws = self.np_random.random(len(self._level)).tolist()
+        self._level = levels = [bisect.bisect_right(cdf[level], x) for level, x in zip(self._level, draws)]
+        level_list = self._level_list
+        self._set_bandwidth([nominal * level_list[level] for nominal, level in zip(self._nominal_list, levels)])
 
     def _set_trace_bw(self, t: float) -> None:
         times, period, rates = self._trace
@@ -567,7 +621,9 @@ class EdgeCloudOffloadEnv(MaskedEnv):
 
     def _set_bandwidth(self, bw: list[float]) -> None:
         """Set every link's bandwidth (bit/s) and what follows it: seconds per byte, observed share."""
-        self._bw[:] = bw
+        self._bw_list = bw
+        if self.state is not None:
+            self.state._bw_values = bw
         self._s_per_byte = [8.0 / b for b in bw]
         self._bw_share = [b / top for b, top in zip(bw, self._top_list)]
 
@@ -579,10 +635,11 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         now, kv, requirement = self._now, self._kv_list[i], self._requirement_list[i]
         up_bytes, down_bytes = self._up_list[i], self._down_list[i]
         st.now_s, st.request, st.service = now, i, k
-        st.prompt_tokens, st.output_tokens = int(self._prompt[i]), int(self._output[i])
+        st.prompt_tokens, st.output_tokens = self._prompt_list[i], self._output_list[i]
         st.upload_bytes, st.requirement_s = up_bytes, requirement
-        compute, infer, hosted = self._compute_a[i].tolist(), self._infer_j[i].tolist(), self._hosted_rows[k]
+        compute, infer, hosted = self._compute_rows[i], self._infer_rows[i], self._hosted_rows[k]
         s_per_byte, link_latency, ready, tran_w = self._s_per_byte, self._latency_list, self._ready, self._tran_w_list
+        free0, total, reserved, bw_share = self._mem_free0_list, self._mem_total_list, self._kv_reserved, self._bw_share
         time_scale, energy_scale = sc.time_scale_s, sc.energy_scale_j
         table, features, mask = [], [], []
         for a in range(m + 1):
@@ -598,28 +655,36 @@ class EdgeCloudOffloadEnv(MaskedEnv):
             latency = ((upload + wait) + compute[a]) + download
             energy = tran_w[a] * tx + infer[a]
             if a < m:
-                free = self._mem_free0_list[a] - self._kv_reserved[a]
-                valid, free_share = free >= kv and hosted[a], free / self._mem_total_list[a]
+                free = free0[a] - reserved[a]
+                valid, free_share = free >= kv and hosted[a], free / total[a]
             else:  # the cloud: always valid, its memory not modelled
                 free, valid, free_share = np.inf, True, 1.0
             table += (backlog, upload, wait, compute[a], download, latency, energy, free)
             # valid, backlog, free memory share, bandwidth share, busy now, latency / requirement, energy
-            features += (valid, backlog / (backlog + time_scale), free_share, self._bw_share[a], backlog > 0.0,
+            features += (valid, backlog / (backlog + time_scale), free_share, bw_share[a], backlog > 0.0,
                          latency / requirement, energy / energy_scale)
             mask.append(valid)
-        st.table.reshape(-1)[:] = table
-        self._mask[:] = mask
-        f, den = self._obs_act, self._obs_tmp
-        f.reshape(-1)[:] = features
-        np.multiply(f, self._obs_c, out=den)  # contiguous ops: faster than on the two strided columns
-        den += 1.0
-        f /= den
+        self._table_values = st._table_values = table
+        key = tuple(mask)
+        valid = self._mask_patterns.get(key)
+        if valid is None:
+            valid = np.array(mask, dtype=bool)
+            valid.flags.writeable = False
+            self._mask_patterns[key] = valid
+        self._mask = st.valid = valid
+        # the observation: the request's features, the action features squashed in place (float32)
+        self._obs_head[:] = self._obs_request[i]
+        f, den = self._obs_flat, self._obs_tmp
+        f[:] = features
+        np.multiply(f, self._obs_c, den)  # positional outputs: a keyword costs more than the arithmetic
+        np.add(den, self._obs_one, den)
+        np.divide(f, den, f)
 
     # --------------------------------------------------------- observations
     def _obs(self) -> np.ndarray:
         """The current request's features, then the per-action features action by action (a new array).
         Every feature is in [0, 1] by construction (no clipping needed)."""
-        return np.concatenate((self._obs_request[self.state.request], self._obs_act.ravel()))
+        return self._obs_buf.copy()
 
     def _info(self) -> dict:
         return {"action_mask": self._mask.copy(), "invalid_action": False, "now_s": self._now}
@@ -639,7 +704,7 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         self._last_now = self._now
         if c["arrived"] != c["dispatched"] + c["pending"] or c["dispatched"] != c["completed"] + c["in_servers"]:
             bad.append(f"requests lost: {c}")
-        for j, bw in enumerate(self._bw):
+        for j, bw in enumerate(self.state.bw_bps):
             if not np.any(np.isclose(bw, self._allowed_bps[j], rtol=1e-12, atol=0)):
                 bad.append(f"link {j} bandwidth {bw} not one of its levels {self._allowed_bps[j]}")
         for name in ("_e_tran", "_e_infer", "_e_idle"):
@@ -655,17 +720,17 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         return bad
 
     def episode_metrics(self) -> dict[str, float]:
-        done = self._action >= 0
-        n = int(done.sum())
-        met = int(np.sum(self._lat[done] <= self._requirement[done]))
+        n = len(self._action)  # the first n requests are dispatched
+        lat = np.array(self._lat, dtype=float)
+        met = int(np.sum(lat <= self._requirement[:n]))
         span = (max(self._free_at) if n else self._now) - self._t0
         energy = self._e_tran + self._e_infer + self._e_idle
         return {
             "throughput_rps": met / span if span > 0 else 0.0,
             "energy_per_request_j": energy / n if n else 0.0,
             "deadline_satisfaction": met / n if n else 0.0,
-            "cloud_share": float(np.mean(self._action[done] == self.scenario.n_edge)) if n else 0.0,
-            "mean_latency_s": mean_or_zero(self._lat[done]),
+            "cloud_share": float(np.mean(np.array(self._action) == self.scenario.n_edge)) if n else 0.0,
+            "mean_latency_s": mean_or_zero(lat),
         }
 
     # ------------------------------------------------------------- rendering
@@ -677,7 +742,7 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         for a in range(m + 1):
             name = f"edge {a}" if a < m else "cloud "
             lines.append(f"  {name} {'ok' if self._mask[a] else '--'} backlog={st.backlog_s[a]:7.2f}s "
-                         f"bw={self._bw[a] / 1e6:7.1f} Mb/s latency={st.latency_s[a]:7.2f}s "
+                         f"bw={st.bw_bps[a] / 1e6:7.1f} Mb/s latency={st.latency_s[a]:7.2f}s "
                          f"energy={st.energy_j[a]:8.1f} J")
         return "\n".join(lines)
 
