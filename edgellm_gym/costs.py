@@ -114,6 +114,8 @@ def prefill_time_s(m: ModelSpec, device: DeviceSpec, n_layers, prompt_tokens, bi
 
 def _sum_positive_linear(a, s, c0, n):
     """Sum over integers c in [c0, c0 + n) of max(a + s c, 0), exact, elementwise."""
+    if np.ndim(a) == 0 and np.ndim(s) == 0:  # one line for all (one device): branch on its slope
+        return _sum_positive_line(float(a), float(s), c0, n)
     a, s, c0, n = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (a, s, c0, n)))
     out = np.zeros(a.shape)
     last = c0 + n - 1
@@ -125,6 +127,22 @@ def _sum_positive_linear(a, s, c0, n):
     flat = s == 0
     lo = np.where(flat, c0, lo)
     hi = np.where(flat, np.where(a > 0, last, c0 - 1), hi)
+    k = np.clip(hi - lo + 1, 0, None)
+    out = k * a + s * (k * lo + k * (k - 1) / 2)
+    return np.where(k > 0, out, 0.0)
+
+
+def _sum_positive_line(a: float, s: float, c0, n):
+    """`_sum_positive_linear` for scalar `a` and `s`: the same float operations, bit for bit,
+    without broadcasting them over the arrays."""
+    c0, n = np.broadcast_arrays(np.asarray(c0, dtype=float), np.asarray(n, dtype=float))
+    last = c0 + n - 1
+    if s > 0:
+        lo, hi = np.maximum(c0, np.floor(-a / s) + 1), last
+    elif s < 0:
+        lo, hi = c0, np.minimum(last, np.ceil(-a / s) - 1)
+    else:
+        lo, hi = c0, (last if a > 0 else c0 - 1)
     k = np.clip(hi - lo + 1, 0, None)
     out = k * a + s * (k * lo + k * (k - 1) / 2)
     return np.where(k > 0, out, 0.0)

@@ -477,7 +477,8 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         self._kv_list, self._requirement_list = self._kv.tolist(), self._requirement.tolist()
         self._up_list, self._down_list = self._up_bytes.tolist(), self._down_bytes.tolist()
         self._prompt_list, self._output_list = self._prompt.tolist(), self._output.tolist()
-        self._compute_rows, self._infer_rows = self._compute_a.tolist(), self._infer_j.tolist()
+        # flat (row-major) lists: a list of lists per request would cost the garbage collector more
+        self._compute_flat, self._infer_flat = self._compute_a.ravel().tolist(), self._infer_j.ravel().tolist()
         self._obs_request = self._request_features(svc)
 
         # servers, links, accounting
@@ -637,7 +638,8 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         st.now_s, st.request, st.service = now, i, k
         st.prompt_tokens, st.output_tokens = self._prompt_list[i], self._output_list[i]
         st.upload_bytes, st.requirement_s = up_bytes, requirement
-        compute, infer, hosted = self._compute_rows[i], self._infer_rows[i], self._hosted_rows[k]
+        j = i * (m + 1)
+        compute, infer, hosted = self._compute_flat[j: j + m + 1], self._infer_flat[j: j + m + 1], self._hosted_rows[k]
         s_per_byte, link_latency, ready, tran_w = self._s_per_byte, self._latency_list, self._ready, self._tran_w_list
         free0, total, reserved, bw_share = self._mem_free0_list, self._mem_total_list, self._kv_reserved, self._bw_share
         time_scale, energy_scale = sc.time_scale_s, sc.energy_scale_j

@@ -357,7 +357,8 @@ class LayerAllocationEnv(MaskedEnv):
         # the step path works on Python numbers (numpy calls cost more than they save on a few devices)
         self._arrival_l, self._layer_bytes_l = self._arrival.tolist(), self._layer_bytes.tolist()
         self._ideal_l, self._budget_l = self._ideal_s.tolist(), self._budget.tolist()
-        self._deadline_l, self._per_layer_l = self._deadline.tolist(), self._per_layer_s.tolist()
+        # row-major flat (task x device): a list of lists per task would cost the garbage collector more
+        self._deadline_l, self._per_layer_l = self._deadline.tolist(), self._per_layer_s.ravel().tolist()
 
         self._outcome = np.zeros(k, dtype=np.int8)
         self._completion = np.full(k, np.nan)
@@ -450,8 +451,9 @@ class LayerAllocationEnv(MaskedEnv):
         st.deadline_s = deadline = self._deadline_l[task]
         st.arrival_s = now = st.now_s
         st.bids = bid
-        per, rate, free, cap, ideal = self._per_layer_l[task], self._price_per_s_l, st.free, self._cap_l, \
-            self._ideal_l[task]
+        n = self.n_devices
+        per, rate, free, cap = self._per_layer_l[task * n: task * n + n], self._price_per_s_l, st.free, self._cap_l
+        ideal = self._ideal_l[task]
         slack = deadline - now
         # bid time and price; FCIM feasibility (price <= budget and time <= time to deadline: fixed while
         # the task is placed, a used device leaves the pool); the pool (devices with room); and the
@@ -530,7 +532,7 @@ class LayerAllocationEnv(MaskedEnv):
         chain, taken, pays = st.chain, st.taken, self._pending_pay  # no device twice in a chain
         now, busy = st.now_s, st.busy
         if len(chain) < 8:  # numpy adds fewer than 8 (dot: 16) float64s in order: so does this, bit for bit
-            per = self._per_layer_l[t]
+            per = self._per_layer_l[t * self.n_devices: (t + 1) * self.n_devices]
             compute = 0.0
             for d, k in zip(chain, taken):
                 compute += per[d] * k
