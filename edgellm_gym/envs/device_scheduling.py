@@ -195,6 +195,10 @@ class DeviceSchedulingEnv(MaskedEnv):
         self._obs_den = np.zeros((k + 1) * N_SLOT_FEATURES)
         self._obs_scale = np.tile(np.where(SLOT_SQUASHED, sc.reward_time_scale_s, FLAG_SCALE), k + 1)
         self._obs_now = np.zeros(())  # the clock, as a 0-d array (a Python float operand costs a conversion)
+        # arrivals are admitted only when one is due, unless expired tasks are dropped, or an infinite
+        # miss penalty makes "penalty x 0 dropped" a NaN that the reward must still show
+        self._admit_always = sc.drop_expired or not np.isfinite(sc.miss_penalty)
+        self._record_segments = render_mode == "rgb_array"  # the timeline only an rgb frame draws
         self._build_views()
         self.state: SchedulingState | None = None
 
@@ -295,7 +299,8 @@ class DeviceSchedulingEnv(MaskedEnv):
         m = len(queue)
         reward = -(m - 1) * dt / sc.reward_time_scale_s
         self._busy_s += dt
-        self._segments.append((0, now, t_next, tid))
+        if self._record_segments:
+            self._segments.append((0, now, t_next, tid))
         st.now_s = t_next
         if t_done <= t_arrival:  # completion first on ties: it frees the processor
             self._remaining_col[tid] = self._remaining[tid] = 0.0
@@ -315,16 +320,41 @@ class DeviceSchedulingEnv(MaskedEnv):
             self._remaining_col[tid] = self._remaining[tid] = remaining
             base[a * f + REMAINING] = remaining
             base[a * f + LAXITY] = (-remaining - self._trans[tid]) + self._deadline[tid]  # at now = 0
-        if t_arrival <= t_next or not m or sc.drop_expired:
+        nxt = self._next_arrival
+        if (t_arrival <= t_next and m < sc.queue_slots and not self._admit_always
+                and self._arrival_inf[nxt + 1] > t_next):  # one arrival, with room: `_admit_arrivals` in short
+            base[m * f: (m + 1) * f] = self._task_rows[nxt]
+            queue.append(nxt)
+            m += 1
+            self._next_arrival = nxt = nxt + 1
+            self._obs64[-3] = m / sc.queue_slots
+            self._obs64[-2] = nxt / self._n
+        elif t_arrival <= t_next or not m or self._admit_always:
             reward -= sc.miss_penalty * self._admit_arrivals()
             m = len(queue)
+            nxt = self._next_arrival
 
         self._mask = mask = self._masks[m]
         info = {"action_mask": mask.copy(), "invalid_action": False, "now_s": st.now_s}
-        if not m and self._next_arrival == self._n:  # terminated
+        if not m and nxt == self._n:  # terminated
             info["episode_metrics"] = self.episode_metrics()
             return self._obs(), reward, True, False, info
-        return self._obs(), reward, False, False, info
+        # the observation, as `_obs` computes it
+        now = st.now_s
+        elapsed = now - self._t0
+        if elapsed > 0:
+            busy = self._busy_s / elapsed
+            self._obs64[-1] = 1.0 if 1.0 < busy else busy  # min(busy, 1.0)
+        else:
+            self._obs64[-1] = 0.0
+        sign, base, x, den, scale, out = self._obs_views[m]
+        self._obs_now.fill(now)
+        np.multiply(sign, self._obs_now, x)
+        np.add(x, base, x)
+        np.abs(x, den)
+        np.add(den, scale, den)
+        np.divide(x, den, out)
+        return self._obs64.astype(np.float32), reward, False, False, info
 
     def _set_remaining(self, tid: int, slot: int, remaining: float) -> None:
         """Set a queued task's remaining compute in the state table, its mirror and its observation base."""
