@@ -421,6 +421,7 @@ class EdgeCloudOffloadEnv(MaskedEnv):
                                             np.float32)
         self._mask = np.zeros(m + 1, dtype=bool)
         self._mask[m] = True  # the cloud is always valid
+        self._record_segments = render_mode == "rgb_array"  # the timeline only an rgb frame draws
         self.state: EdgeCloudState | None = None
 
     def _build_views(self) -> None:
@@ -546,7 +547,8 @@ class EdgeCloudOffloadEnv(MaskedEnv):
             kv = 0.0
         self._jobs[unit].append((start, end, kv))
         service = self._svc_list[i]
-        self._segments.append((unit, start, end, service))
+        if self._record_segments:
+            self._segments.append((unit, start, end, service))
         self._e_tran += self._p_tx_list[a] * (upload - self._latency_list[a])
         self._e_infer += self._p_busy_list[a] * compute
         self._action.append(a)
@@ -578,6 +580,9 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         dt = t - now
         idle_j = 0.0
         for u, jobs in enumerate(self._jobs):
+            if not jobs:  # idle throughout (dt - 0.0 is dt)
+                idle_j += p_idle[u] * dt
+                continue
             busy = 0.0
             while jobs:
                 start, end, kv = jobs[0]
