@@ -34,6 +34,7 @@ __all__ = [
     "layers_time_s",
     "lm_head_time_s",
     "request_time_s",
+    "request_and_prefill_time_s",
     "transfer_time_s",
     "link_transfer_time_s",
     "energy_j",
@@ -186,6 +187,15 @@ def request_time_s(m: ModelSpec, device: DeviceSpec, prompt_tokens, output_token
     return layers_time_s(m, device, m.n_layers, prompt_tokens, output_tokens, bits) + lm_head_time_s(
         m, device, output_tokens, bits
     )
+
+
+def request_and_prefill_time_s(m: ModelSpec, device: DeviceSpec, prompt_tokens, output_tokens,
+                               bits: float = FP16_BITS):
+    """(`request_time_s`, the prefill of all layers in it), the prefill computed once: the same
+    arrays, bit for bit, as `request_time_s` and `prefill_time_s(m, device, m.n_layers, ...)`."""
+    prefill = prefill_time_s(m, device, m.n_layers, prompt_tokens, bits)
+    layers = prefill + decode_time_s(m, device, m.n_layers, prompt_tokens, output_tokens, bits)
+    return layers + lm_head_time_s(m, device, output_tokens, bits), prefill
 
 
 def transfer_time_s(n_bytes, bw_bps: float, latency_s: float):

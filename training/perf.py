@@ -6,6 +6,12 @@ wrappers), resetting at episode ends; CartPole-v1 with random actions likewise.
 Action drawing is included in the timing for both. Also measured: Gymnasium's
 `make_vec` (sync, 8 copies) and SB3's SubprocVecEnv (2 processes), in steps of
 one copy per second summed over copies.
+
+With `--detail`, each figure is split (`step_split`): the same episodes are
+replayed, recorded actions first (the env's `step` and `reset` alone, resets
+spread over the steps), then the action drawing alone on the recorded masks.
+This explains a ratio; it does not replace it (the table's figures are the
+measure).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import numpy as np
 
 import edgellm_gym
 
-__all__ = ["steps_per_second", "cartpole_steps_per_second", "vec_steps_per_second", "main"]
+__all__ = ["steps_per_second", "cartpole_steps_per_second", "vec_steps_per_second", "step_split", "main"]
 
 
 def _random_valid(rng: np.random.Generator, mask: np.ndarray) -> int:
@@ -95,6 +101,61 @@ def vec_steps_per_second(env_id: str, kind: str, n_envs: int, seconds: float = 2
     return rate
 
 
+def step_split(env_id: str, steps: int = 20_000, seed: int = 0, repeats: int = 5) -> dict[str, float]:
+    """Microseconds per step of one run of `steps` random masked steps (as `steps_per_second`
+    draws them), split into: `env_us` (`step` and `reset` alone, replaying the recorded actions;
+    resets spread over the steps), `draw_us` (drawing the actions from the recorded masks) and
+    `reset_us` (one reset). Best of `repeats` timings each (the least disturbed by other load).
+    `env_id` "CartPole-v1" draws `rng.integers(2)` as `cartpole_steps_per_second` does."""
+    cartpole = env_id == "CartPole-v1"
+    env = gym.make(env_id).unwrapped
+    rng = np.random.default_rng(seed)
+    _, info = env.reset(seed=seed)
+    actions, masks, resets = [], [], 0
+    for _ in range(steps):
+        if not cartpole:
+            masks.append(info["action_mask"])
+        a = int(rng.integers(2)) if cartpole else _random_valid(rng, info["action_mask"])
+        _, _, term, trunc, info = env.step(a)
+        actions.append(a)
+        if term or trunc:
+            actions.append(None)
+            resets += 1
+            _, info = env.reset()
+
+    def replay() -> float:
+        env.reset(seed=seed)
+        t0 = time.perf_counter()
+        for a in actions:
+            if a is None:
+                env.reset()
+            else:
+                env.step(a)
+        return time.perf_counter() - t0
+
+    def draw() -> float:
+        r = np.random.default_rng(seed)
+        t0 = time.perf_counter()
+        if cartpole:
+            for _ in range(steps):
+                int(r.integers(2))
+        else:
+            for m in masks:
+                _random_valid(r, m)
+        return time.perf_counter() - t0
+
+    def one_reset() -> float:
+        t0 = time.perf_counter()
+        env.reset()
+        return time.perf_counter() - t0
+
+    env_s = min(replay() for _ in range(repeats))
+    draw_s = min(draw() for _ in range(repeats))
+    reset_s = min(one_reset() for _ in range(max(repeats, 20)))
+    return {"env_us": env_s / steps * 1e6, "draw_us": draw_s / steps * 1e6, "reset_us": reset_s * 1e6,
+            "steps_per_episode": steps / max(resets, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -102,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env", default="all", help="an env id, or 'all' (default)")
     p.add_argument("--seconds", type=float, default=2.0, help="measuring time per figure")
     p.add_argument("--no-vec", action="store_true", help="skip the vector-env figures")
+    p.add_argument("--detail", action="store_true",
+                   help="then split each figure: env step + reset alone, action drawing, one reset (us)")
     args = p.parse_args(argv)
     env_ids = list(edgellm_gym.ENV_IDS) if args.env == "all" else [args.env]
     cart = cartpole_steps_per_second(args.seconds)
@@ -112,4 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         vec = "" if args.no_vec else (f" {vec_steps_per_second(env_id, 'sync', 8, args.seconds):>10.0f}"
                                       f" {vec_steps_per_second(env_id, 'subproc', 2, args.seconds):>11.0f}")
         print(f"{env_id:<40} {rate:>10.0f} {rate / cart:>10.2f}{vec}")
+    if args.detail:
+        print(f"\n{'us per step':<40} {'env':>10} {'draw':>10} {'reset (1)':>10} {'steps/ep':>10}")
+        for env_id in ["CartPole-v1"] + env_ids:
+            d = step_split(env_id)
+            print(f"{env_id:<40} {d['env_us']:>10.2f} {d['draw_us']:>10.2f} {d['reset_us']:>10.0f} "
+                  f"{d['steps_per_episode']:>10.0f}")
     return 0

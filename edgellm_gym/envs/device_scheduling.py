@@ -235,14 +235,13 @@ class DeviceSchedulingEnv(MaskedEnv):
         sc, rng = self.scenario, self.np_random
         req = sample_requests(sc.workload, rng, sc.n_tasks)
         n = len(req)
-        compute = costs.request_time_s(self._model, self._device, req.prompt_tokens, req.output_tokens, sc.bits)
+        # compute time, and the prefill of all layers a preempted task recomputes when it resumes
+        compute, prefill = costs.request_and_prefill_time_s(self._model, self._device, req.prompt_tokens,
+                                                            req.output_tokens, sc.bits)
         latency = rng.uniform(sc.trans_latency_min_s, sc.trans_latency_max_s, size=n)
         trans = costs.transfer_time_s(req.output_tokens * sc.result_bytes_per_token, sc.trans_bw_bps, latency)
         slack = rng.uniform(sc.slack_min, sc.slack_max, size=n)
-        reload = (
-            costs.prefill_time_s(self._model, self._device, self._model.n_layers, req.prompt_tokens, sc.bits)
-            if sc.reload == "recompute" else np.zeros(n)
-        )
+        reload = prefill if sc.reload == "recompute" else np.zeros(n)
         deadline = req.arrival_s + slack * (compute + trans)
         table = np.column_stack([compute, trans, deadline, req.arrival_s])
         self.state = SchedulingState(now_s=float(req.arrival_s[0]), queue=[], running=-1, table=table,
@@ -282,9 +281,11 @@ class DeviceSchedulingEnv(MaskedEnv):
             if run >= 0:  # preempt: the running task pays its reload when it resumes
                 self._preemptions += 1
                 self._reload_time_s += self._reload[run]
-                slot = queue.index(run)
-                self._set_remaining(run, slot, self._remaining[run] + self._reload[run])
-                base[slot * f + RUNNING], base[slot * f + PREEMPTED] = 0.0, 1.0
+                i = queue.index(run) * f
+                self._remaining_col[run] = self._remaining[run] = r = self._remaining[run] + self._reload[run]
+                base[i + REMAINING] = r
+                base[i + LAXITY] = (-r - self._trans[run]) + self._deadline[run]  # at now = 0
+                base[i + RUNNING], base[i + PREEMPTED] = 0.0, 1.0
             if not self._started[tid]:
                 self._started[tid] = True
                 self._start_s[tid] = now
@@ -348,21 +349,13 @@ class DeviceSchedulingEnv(MaskedEnv):
         else:
             self._obs64[-1] = 0.0
         sign, base, x, den, scale, out = self._obs_views[m]
-        self._obs_now.fill(now)
+        self._obs_now[()] = now
         np.multiply(sign, self._obs_now, x)
         np.add(x, base, x)
         np.abs(x, den)
         np.add(den, scale, den)
         np.divide(x, den, out)
         return self._obs64.astype(np.float32), reward, False, False, info
-
-    def _set_remaining(self, tid: int, slot: int, remaining: float) -> None:
-        """Set a queued task's remaining compute in the state table, its mirror and its observation base."""
-        self._remaining_col[tid] = self._remaining[tid] = remaining
-        i = slot * N_SLOT_FEATURES
-        base = self._obs_base
-        base[i + REMAINING] = remaining
-        base[i + LAXITY] = (-remaining - self._trans[tid]) + self._deadline[tid]  # at now = 0
 
     def _remove_slot(self, slot: int) -> None:
         """Take a task out of the queue: the later slots move up one, the empty slot after them too."""
@@ -415,7 +408,7 @@ class DeviceSchedulingEnv(MaskedEnv):
         else:
             self._obs64[-1] = 0.0
         sign, base, x, den, scale, out = self._obs_views[len(self.state.queue)]
-        self._obs_now.fill(now)
+        self._obs_now[()] = now
         # positional `out` arguments: a keyword costs more than the arithmetic on a few dozen numbers
         np.multiply(sign, self._obs_now, x)
         np.add(x, base, x)
