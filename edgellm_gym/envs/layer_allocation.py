@@ -369,8 +369,7 @@ class LayerAllocationEnv(MaskedEnv):
         self._n_used = np.zeros(k, dtype=np.int64)
         self._holdings: dict[int, tuple[list[int], list[int]]] = {}  # task -> (devices, bytes) held
         self._events: list[tuple[float, int]] = []  # (completion time, task): frees its memory
-        self._layers_per_device = np.zeros(n)
-        self._paid_per_device = np.zeros(n)
+        self._lpd, self._ppd = [0.0] * n, [0.0] * n  # layers and payments per device so far
         self._rounds = self._positive_rounds = 0
         self._pending_pay: list[float] = []
         self._pending_bid: list[float] = []
@@ -505,13 +504,15 @@ class LayerAllocationEnv(MaskedEnv):
             pay = fcim_chosen_reward(st.bid_prices, st.bids, st.bid_times, self._feasible, st.total_layers,
                                      self._pool, remaining, d, sc.alpha, sc.beta, sc.gamma, sc.delta,
                                      ratios=self._ratios)
-        self._pool.remove(d)
         self._pending_pay.append(pay)
         self._pending_bid.append(bid_pay)
         st.chain.append(d)
         st.taken.append(take)
         st.free[d] = free = st.free[d] - take * st.layer_bytes
         st.remaining_layers = remaining = remaining - take
+        if remaining == 0:  # the task commits now: the next one brings its own pool, mask and observation
+            return 0.0
+        self._pool.remove(d)
         self._mask[d] = False
         buf, L, n, i = self._obs_buf, st.total_layers, self.n_devices, d * N_DEVICE_FEATURES
         buf[i + 3] = free / self._cap_l[d]
@@ -563,7 +564,7 @@ class LayerAllocationEnv(MaskedEnv):
         self._completion[t], self._wait[t] = done, start - now
         self._compute[t], self._comm[t], self._payment[t] = compute, comm, paid
         self._n_used[t] = len(chain)
-        lpd, ppd = self._layers_per_device, self._paid_per_device
+        lpd, ppd = self._lpd, self._ppd
         positive = 0
         for d, k, x, q in zip(chain, taken, pays, self._pending_bid):
             lpd[d] += k
@@ -585,6 +586,16 @@ class LayerAllocationEnv(MaskedEnv):
             free[d] += k * st.layer_bytes
         self._outcome[st.task] = reason
         return -self.scenario.reject_penalty
+
+    @property
+    def _layers_per_device(self) -> np.ndarray:
+        """Layers each device has taken over the episode's allocated tasks."""
+        return np.array(self._lpd)
+
+    @property
+    def _paid_per_device(self) -> np.ndarray:
+        """Payments (USD) each device has received over the episode."""
+        return np.array(self._ppd)
 
     # --------------------------------------------------------- observations
     def _obs(self) -> np.ndarray:
