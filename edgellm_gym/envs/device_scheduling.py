@@ -340,22 +340,7 @@ class DeviceSchedulingEnv(MaskedEnv):
         if not m and nxt == self._n:  # terminated
             info["episode_metrics"] = self.episode_metrics()
             return self._obs(), reward, True, False, info
-        # the observation, as `_obs` computes it
-        now = st.now_s
-        elapsed = now - self._t0
-        if elapsed > 0:
-            busy = self._busy_s / elapsed
-            self._obs64[-1] = 1.0 if 1.0 < busy else busy  # min(busy, 1.0)
-        else:
-            self._obs64[-1] = 0.0
-        sign, base, x, den, scale, out = self._obs_views[m]
-        self._obs_now[()] = now
-        np.multiply(sign, self._obs_now, x)
-        np.add(x, base, x)
-        np.abs(x, den)
-        np.add(den, scale, den)
-        np.divide(x, den, out)
-        return self._obs64.astype(np.float32), reward, False, False, info
+        return self._obs(), reward, False, False, info
 
     def _remove_slot(self, slot: int) -> None:
         """Take a task out of the queue: the later slots move up one, the empty slot after them too."""
