@@ -87,18 +87,25 @@ def test_an_assignment_can_push_earlier_users_late_and_costs_reward():
 
 
 def test_reward_one_iff_the_observation_says_accuracy_met_in_time_and_nobody_pushed():
+    """... which the per-pair 'earns +1 now' flags say directly, and their 'some pair' flag sums up."""
     env = gym.make(ENV_ID, scenario=MEDIUM)
     u = env.unwrapped
     n, m = u.n_nodes, u.n_variants
     rng = np.random.default_rng(0)
     obs, info = env.reset(seed=1)
-    pair0 = len(obs) - 2 * n * m
+    pair0 = len(obs) - 4 * n * m  # pair slacks, keep flags, compute, earns +1 now
+    acc0 = 4 + 2 * m + 1  # the per-variant accuracy flags follow the user, rest-of-window and window index
     checked = 0
     for _ in range(60):
         valid = np.flatnonzero(info["action_mask"][:-1])
         a = int(rng.choice(valid)) if valid.size and rng.random() < 0.9 else u.reject_action
+        earns = ((obs[acc0: acc0 + m] == 1)[None, :] & (obs[pair0: pair0 + n * m].reshape(n, m) >= 0)
+                 & (obs[pair0 + n * m: pair0 + 2 * n * m].reshape(n, m) == 1)
+                 & info["action_mask"][:-1].reshape(n, m))
+        assert np.array_equal(obs[pair0 + 3 * n * m:] == 1, earns.ravel())
+        assert (obs[4 + 4 * m + 2] == 1) == earns.any()  # after the per-variant blocks and the position
         if a != u.reject_action:
-            acc_ok = obs[pair0 - 3 * n - 1 - m + a % m]  # the per-variant accuracy flags precede position and nodes
+            acc_ok = obs[acc0 + a % m]
             in_time = obs[pair0 + a] >= 0
             keeps = obs[pair0 + n * m + a] == 1
             expect = 1.0 if (acc_ok == 1 and in_time and keeps) else None
@@ -112,6 +119,31 @@ def test_reward_one_iff_the_observation_says_accuracy_met_in_time_and_nobody_pus
         if term:
             break
     assert checked > 20
+
+
+def test_observation_ranks_pairs_by_compute_and_variants_by_accuracy_margin():
+    """The per-pair compute feature orders the deployed pairs as their compute times do (GUS's key),
+    and the per-variant margin is the variant's accuracy minus the user's minimum."""
+    env = gym.make(ENV_ID)
+    u = env.unwrapped
+    n, m = u.n_nodes, u.n_variants
+    obs, info = env.reset(seed=4)
+    rng = np.random.default_rng(4)
+    for _ in range(30):
+        st = u.state
+        compute = st.compute_s[st.user].ravel()
+        feat = obs[len(obs) - 2 * n * m: len(obs) - n * m]
+        dep = st.deployed.ravel()
+        np.testing.assert_allclose(feat[dep], compute[dep] / (compute[dep] + 20.0), rtol=1e-6)
+        assert np.all(feat[~dep] == 1.0)
+        order = np.argsort(compute[dep], kind="stable")
+        assert np.all(np.diff(feat[dep][order]) >= 0)
+        margin = obs[4 + 3 * m + 1: 4 + 4 * m + 1]
+        np.testing.assert_allclose(margin, st.accuracy - st.min_accuracy[st.user], atol=1e-6)
+        assert np.array_equal(obs[4 + 2 * m + 1: 4 + 3 * m + 1] == 1, margin >= 0)
+        obs, _, term, _, info = env.step(int(rng.choice(np.flatnonzero(info["action_mask"]))))
+        if term:
+            break
 
 
 def test_mask_hides_undeployed_variants_and_full_nodes_but_never_reject():

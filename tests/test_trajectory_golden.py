@@ -11,9 +11,12 @@ bandwidth trace, tight edge memory, several cloud GPUs, high load, LayerAllocati
 pay-as-bid rule and FCIM's other reward branches). LayerAllocation's reference
 policies read `env.unwrapped.state`: runs driven by them pin that state too.
 The hashes were recorded before the step paths were optimized. TieredService's
-were regenerated once, on 2026-11-23, for a deliberate change: users are now
-presented tightest deadline first (`user_order`); with `user_order="arrival"`
-the old hashes still reproduce.
+were regenerated twice, on 2026-11-23, for deliberate changes: users are now
+presented tightest deadline first (`user_order`; with `user_order="arrival"`
+the hashes before that reproduce); then its observation gained the per-pair
+compute time and "earns +1 now" flags, the per-variant accuracy margin and a
+"some pair earns +1" flag (rewards, masks, flags and metrics checked unchanged,
+only the observations differ).
 
 To print the current hashes (only after a deliberate, justified behaviour
 change): `python tests/test_trajectory_golden.py`.
@@ -49,12 +52,12 @@ GOLDEN = {
     ('edgellm_gym/EdgeCloudOffload-v0', 'small', 0): '960e980099639a3fc4be66a10d19adf4c2ae17dacb016657294eaa3eb390e279',
     ('edgellm_gym/EdgeCloudOffload-v0', 'small', 1): '7a7822c0f87aa977b7a09030d1f46ea7076738afdd57edae08db24b6220118ce',
     ('edgellm_gym/EdgeCloudOffload-v0', 'small', 2): '8cd2c117c8802ed9708a120db63b663b291ba3f4245fd663adf4b2f323ce91b9',
-    ('edgellm_gym/TieredService-v0', 'default', 0): 'c4bd718d9d39c74900a50d5a8c7e1b363b07b37e682de1628b5cfa088b43864f',
-    ('edgellm_gym/TieredService-v0', 'default', 1): '81bacae43ebb4307f3bb01bc0511246093141fea8e44532d50acdcadf040e7df',
-    ('edgellm_gym/TieredService-v0', 'default', 2): '1575867a9f7a609ae8c2faac02f835eab172d22180df13609f625741c74085db',
-    ('edgellm_gym/TieredService-v0', 'small', 0): 'a23ec96665f0be50b5b9d3417da29bcb209bc2aaf81a90c70b182ce7b5e71e5a',
-    ('edgellm_gym/TieredService-v0', 'small', 1): '5eac854d4022d8f459e6a772c2e5dc3ea1a6a02adab4baf0542b0dd204f15906',
-    ('edgellm_gym/TieredService-v0', 'small', 2): 'ef664a1bd539aada5e78d8721bc5131394a25482c35fb7db0fde327d3ceb63b4',
+    ('edgellm_gym/TieredService-v0', 'default', 0): '80cb6929d72a07a3a49890da84e9a246cf8b7da3f9ba74edae3ecaa2eb464836',
+    ('edgellm_gym/TieredService-v0', 'default', 1): '126b1d0fed0cfdafb1183aab85ba89eecf576a896f9700748d4f2a52ce2355d2',
+    ('edgellm_gym/TieredService-v0', 'default', 2): 'dd9ad2c4c2c35527721c0138b42363a3421aa1c4df9b110dec518067ec6ce0f1',
+    ('edgellm_gym/TieredService-v0', 'small', 0): 'f5ea8c89fb1faf03979ef61214b2473d62883e2935bd8cb1c0a4bd8ff9d59cef',
+    ('edgellm_gym/TieredService-v0', 'small', 1): '3721b0871c6029cde692f566723d410ffc300ce7c28de8006f559afcff2e4204',
+    ('edgellm_gym/TieredService-v0', 'small', 2): '7fbba5ffc59416412c15e4492b232df41dabfe42ff4516d0f6a9224274464109',
 }
 
 
@@ -117,7 +120,7 @@ def trajectory_sha256(env_id: str, preset: str, seed: int, steps: int = STEPS, i
 GOLDEN_LONG = {
     'edgellm_gym/DeviceScheduling-v0': 'e880c531a4cc9f2f5868d0517577bdeafec6e811c5e7f50b7627107e5490619f',
     'edgellm_gym/EdgeCloudOffload-v0': '7e099a546255fb55ed59f598d131de666427db9c8efcdb7c976f6ba0daaa27c6',
-    'edgellm_gym/TieredService-v0': 'd0dd4a910c2556195afd22ede42eb323824aded95652d6500ccf464075df2031',
+    'edgellm_gym/TieredService-v0': '920a281885e2e83d59a459ff31df4bd895081e82b6aefddeec91e073587dae43',
     LA: '2eebbe24c46af2781af2d580afeb6c6a98eb271abd604163bd92320b8842e84e',
 }
 
@@ -149,7 +152,7 @@ VARIANTS = {
                                            {"edge_mem_bytes": 32e9, "cloud_gpus": 2},
                                            "a86a2cd8e743d75e713bdea471c7d6e80a262238111b8c3243a9891aa501608f"),
     "TieredService-v0-high-load": ("edgellm_gym/TieredService-v0", "high-load",
-                                   "f5b69fe74612acc891ee7c85a729d200ca10bdd4d54f79bd2e5494e3818a9b21"),
+                                   "8a31aebe76ecc5140e7a1913aaa1ed9f365a3ce479bb1fb1d5e7c53e5842b777"),
     "LayerAllocation-v0-pay-as-bid": (LA, {"payment_rule": "pay_as_bid"}, "eb7dee9c57d6b41c73e5e256a6ce3af7e50700527ea0ec9bcca0f65b73d30ad4"),
     "LayerAllocation-v0-fcim-gamma-low": (LA, {"gamma": 0.2}, "6698f6438a8fe84ca109aa2db3ad78c0f8940384e713526c21d71caa4a353193"),
 }

@@ -42,9 +42,10 @@ ENV_KEY = "TieredService"
 TIERS = ("end", "edge", "cloud")
 QWEN25 = ("qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b", "qwen2.5-72b")
 N_USER_FEATURES = 4
-N_GLOBAL_FEATURES = 2
+N_VARIANT_FEATURES = 4  # per variant: users to come and their earliest deadline by level, accuracy flag, margin
+N_GLOBAL_FEATURES = 3  # window index, position in the window, some pair earns +1 now
 N_NODE_FEATURES = 3
-N_PAIR_FEATURES = 2
+N_PAIR_FEATURES = 4  # slack if assigned now, keeps the node's users in time, compute, earns +1 now
 
 
 @dataclass(frozen=True)
@@ -328,19 +329,24 @@ class TieredServiceEnv(MaskedEnv):
     time would exceed the node's remaining capacity `window_s` in this window.
 
     ## Observation Space
-    `Box(-1, 1, (4 + 3M + 2 + 3N + 2NM,), float32)`, in this order; times
-    squashed by x / (|x| + window_s); all zeros after the last user.
-    Current user: minimum accuracy, deadline, prompt and output tokens / their
-    caps. Rest of its window, per accuracy level (level = number of variants
-    below the minimum accuracy): share of the K users still to come, and their
-    earliest deadline (1 if none). Window index / n_windows. Per variant: meets
-    the current user's accuracy. Position in the window / K. Per node: used
+    `Box(-1, 1, (4 + 4M + 3 + 3N + 4NM,), float32)`, in this order; times
+    squashed by x / (|x| + window_s) unless said otherwise; all zeros after the
+    last user. Current user: minimum accuracy, deadline, prompt and output
+    tokens / their caps. Rest of its window, per accuracy level (level = number
+    of variants below the minimum accuracy): share of the K users still to
+    come, and their earliest deadline (1 if none). Window index / n_windows.
+    Per variant: meets the current user's accuracy; then per variant: its
+    accuracy minus the user's minimum. Position in the window / K. Some pair
+    earns +1 now (the last pair block below, over all pairs). Per node: used
     share of capacity, compute queued ahead of the current user in EDF order,
-    and the least slack of the satisfied users the current user would go before
-    (1 if none). Per pair: deadline - response time if assigned now (-1 if not
-    deployed), then per pair: the assignment keeps every satisfied user of the
-    node satisfied. So the reward of serving the current user on a pair is +1
-    exactly when its accuracy flag is 1, its slack >= 0 and its keep flag is 1.
+    and the least slack of the satisfied users the current user would go
+    before (1 if none). Per pair, four blocks: deadline - response time if
+    assigned now (-1 if not deployed); the assignment keeps every satisfied
+    user of the node satisfied; the user's compute time there (1 if not
+    deployed); and "earns +1 now": valid, accuracy flag 1, slack >= 0 and keep
+    flag 1, exactly when serving there gives reward +1. GUS's feasible pairs
+    are those that earn +1 now, and its choice among them the least compute
+    feature; with none, serving only uses capacity and GUS rejects.
 
     ## Rewards
     The change in the number of satisfied users of the current window: +1 for
@@ -369,7 +375,11 @@ class TieredServiceEnv(MaskedEnv):
     (over served users).
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version. 2026-11-23: users presented tightest deadline
+      first (`user_order`). 2026-11-23, later: the observation gains the
+      per-pair compute time and "earns +1 now" flag, the per-variant accuracy
+      margin and the "some pair earns +1" flag (size 4 + 4M + 3 + 3N + 4NM,
+      was 4 + 3M + 2 + 3N + 2NM); dynamics and rewards unchanged.
     """
 
     def __init__(self, scenario=None, render_mode: str | None = None, invalid_action: str = "penalize",
@@ -388,7 +398,8 @@ class TieredServiceEnv(MaskedEnv):
         self.n_nodes, self.n_variants, self.n_users = n, m, k * sc.n_windows
         self.reject_action = n * m
         self.action_space = spaces.Discrete(n * m + 1)
-        self._n_obs = N_USER_FEATURES + 2 * m + N_GLOBAL_FEATURES + N_NODE_FEATURES * n + m + N_PAIR_FEATURES * n * m
+        self._n_obs = (N_USER_FEATURES + N_VARIANT_FEATURES * m + N_GLOBAL_FEATURES + N_NODE_FEATURES * n
+                       + N_PAIR_FEATURES * n * m)
         self.observation_space = spaces.Box(-1.0, 1.0, (self._n_obs,), np.float32)
         self._mask = np.zeros(n * m + 1, dtype=bool)
         self._mask[-1] = True  # reject: always valid
@@ -440,6 +451,7 @@ class TieredServiceEnv(MaskedEnv):
         # deadline - network - compute per pair; a huge negative (squashes to -1) where not deployed
         self._pair_left = np.where(self._deployed, deadline[:, None, None] - net[:, :, None]
                                    - np.where(self._deployed, compute, 0.0), -1e30)
+        self._pair_compute = _squash_or_one(compute, sc.window_s).reshape(u, n * m).astype(np.float32)
         self._update_mask()
         return self._obs(), self._info()
 
@@ -458,7 +470,7 @@ class TieredServiceEnv(MaskedEnv):
         block = np.column_stack([
             st.min_accuracy, squash(st.deadline_s, scale), prompt / sc.workload.prompt_max,
             output / sc.workload.output_max, cnt / k, _squash_or_one(dmin, scale),
-            np.arange(u) // k / sc.n_windows, self._acc_ok,
+            np.arange(u) // k / sc.n_windows, self._acc_ok, self._accuracy[None, :] - st.min_accuracy[:, None],
         ])
         return block.astype(np.float32)
 
@@ -562,14 +574,20 @@ class TieredServiceEnv(MaskedEnv):
         np.minimum(push, 1e300, out=push)
         keep = (st.compute_s[u] <= push[:, None]) & self._deployed
         np.subtract(self._pair_left[u], ahead[:, None], out=left)
+        # the valid pairs that earn +1 now (GUS's feasible set); none: serving only uses capacity, GUS rejects
+        earns = keep & (left >= 0) & self._acc_ok[u][None, :] & self._mask[:-1].reshape(n, m)
         x /= np.abs(x) + sc.window_s
         i = self._user_block.shape[1]
         obs[:i] = self._user_block[u]
         obs[i] = (u - st.window_start) / sc.users_per_window
-        obs[i + 1: i + 1 + n] = st.used_s / st.capacity_s
-        i += 1 + n
+        obs[i + 1] = earns.any()
+        obs[i + 2: i + 2 + n] = st.used_s / st.capacity_s
+        i += 2 + n
         obs[i: i + x.size] = x
-        obs[i + x.size:] = keep.ravel()
+        i += x.size
+        obs[i: i + n * m] = keep.ravel()
+        obs[i + n * m: i + 2 * n * m] = self._pair_compute[u]
+        obs[i + 2 * n * m:] = earns.ravel()
         return obs
 
     def _info(self) -> dict:
