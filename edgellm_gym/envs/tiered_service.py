@@ -572,10 +572,14 @@ class TieredServiceEnv(MaskedEnv):
         # push >= 0, +inf where nobody would be pushed: as 1e300 it squashes to exactly 1 (as +inf does
         # by definition) and compares with a finite compute time as +inf does
         np.minimum(push, 1e300, out=push)
-        keep = (st.compute_s[u] <= push[:, None]) & self._deployed
+        keep = np.less_equal(st.compute_s[u], push[:, None])
+        keep &= self._deployed
         np.subtract(self._pair_left[u], ahead[:, None], out=left)
         # the valid pairs that earn +1 now (GUS's feasible set); none: serving only uses capacity, GUS rejects
-        earns = keep & (left >= 0) & self._acc_ok[u][None, :] & self._mask[:-1].reshape(n, m)
+        earns = np.greater_equal(left, 0.0)
+        earns &= keep
+        earns &= self._acc_ok[u]
+        earns &= self._mask[:-1].reshape(n, m)
         x /= np.abs(x) + sc.window_s
         i = self._user_block.shape[1]
         obs[:i] = self._user_block[u]
