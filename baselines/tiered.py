@@ -14,7 +14,8 @@ import numpy as np
 
 from .base import BasePolicy, RandomMaskedPolicy, register_policy
 
-__all__ = ["RandomTiered", "AlwaysCloud", "NearestTier", "HighestAccuracy", "FastestVariant", "smallest_adequate"]
+__all__ = ["RandomTiered", "AlwaysCloud", "NearestTier", "HighestAccuracy", "FastestVariant", "SmallestEarning",
+           "smallest_adequate"]
 
 ENV_ID = "edgellm_gym/TieredService-v0"
 
@@ -103,3 +104,22 @@ class FastestVariant(_OneUser):
         est = np.where(info["action_mask"][:-1], est, np.inf)
         best = int(np.argmin(est))
         return best if np.isfinite(est[best]) else self.env.reject_action
+
+
+@register_policy(ENV_ID, "smallest-earning")
+class SmallestEarning(BasePolicy):
+    """Ours, not from the GUS paper: among the pairs that earn +1 now (`env.earning_pairs()`, the
+    same feasible set GUS uses), the least accurate variant, then the least compute time, ties to
+    the lower action index; none: reject. GUS instead takes the least-compute feasible pair, which
+    is often a larger variant on a cloud GPU; keeping that capacity for the demanding users that
+    follow is what the shipped agent learned (docs/agents.md), and this rule writes it down."""
+
+    def act(self, obs, info) -> int:
+        env, st = self.env, self.env.state
+        earns = env.earning_pairs()
+        if not earns.any():
+            return env.reject_action
+        nodes, variants = np.nonzero(earns)
+        key = np.lexsort((nodes * env.n_variants + variants, st.compute_s[st.user, nodes, variants],
+                          st.accuracy[variants]))
+        return int(nodes[key[0]] * env.n_variants + variants[key[0]])

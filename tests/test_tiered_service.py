@@ -295,3 +295,34 @@ def test_window_users_are_presented_tightest_deadline_first_unless_asked_otherwi
     env = gym.make("edgellm_gym/TieredService-v0", scenario={"user_order": "arrival"})
     env.reset(seed=3)
     assert not np.all(np.diff(env.unwrapped.state.deadline_s.reshape(-1, k), axis=1) >= 0)
+
+
+def test_earning_pairs_are_the_observation_flags_and_smallest_earning_follows_its_rule():
+    """env.earning_pairs() is the observation's 'earns +1 now' block; the smallest-earning baseline
+    serves only such pairs (so every serve earns +1), the least accurate one, else it rejects."""
+    env = gym.make(ENV_ID, scenario=MEDIUM)
+    u = env.unwrapped
+    n, m = u.n_nodes, u.n_variants
+    policy = make_policy(ENV_ID, "smallest-earning")
+    obs, info = env.reset(seed=2)
+    policy.reset(env, seed=2)
+    served = 0
+    while True:
+        earns = u.earning_pairs()
+        assert np.array_equal(obs[len(obs) - n * m:] == 1, earns.ravel())
+        a = policy.act(obs, info)
+        if earns.any():
+            nodes, variants = np.nonzero(earns)
+            assert a != u.reject_action and earns.ravel()[a]
+            assert u.state.accuracy[a % m] == u.state.accuracy[variants].min()
+        else:
+            assert a == u.reject_action
+        obs, r, term, trunc, info = env.step(a)
+        if a != u.reject_action:
+            served += 1
+            assert r == 1.0
+        if term or trunc:
+            break
+    assert served > 20 and not u.earning_pairs().any()
+    with pytest.raises(RuntimeError, match="reset"):
+        gym.make(ENV_ID).unwrapped.earning_pairs()

@@ -554,16 +554,12 @@ class TieredServiceEnv(MaskedEnv):
         else:
             pairs[:] = False
 
-    def _obs(self) -> np.ndarray:
-        st, sc = self.state, self.scenario
-        obs = np.zeros(self._n_obs, dtype=np.float32)
-        u = st.user
-        if u == self.n_users:
-            return obs
-        n, m = self.n_nodes, self.n_variants
-        # per node, the compute queued before u in EDF order and the least slack of the satisfied
-        # users u would go before; per pair, deadline - response if assigned now. All three are
-        # squashed together, x / (|x| + window_s).
+    def _pair_terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For the current user: x = (compute ahead per node, least slack pushed per node, slack
+        per pair if assigned now), raw seconds; keep (N, M): nobody satisfied is pushed late;
+        earns (N, M): the valid pairs that earn +1 now (GUS's feasible set)."""
+        st = self.state
+        u, n, m = st.user, self.n_nodes, self.n_variants
         x = np.empty(2 * n + n * m)
         ahead, push, left = x[:n], x[n: 2 * n], x[2 * n:].reshape(n, m)
         before = self._job_d <= self._edf_deadline[u][:, None]
@@ -575,11 +571,32 @@ class TieredServiceEnv(MaskedEnv):
         keep = np.less_equal(st.compute_s[u], push[:, None])
         keep &= self._deployed
         np.subtract(self._pair_left[u], ahead[:, None], out=left)
-        # the valid pairs that earn +1 now (GUS's feasible set); none: serving only uses capacity, GUS rejects
         earns = np.greater_equal(left, 0.0)
         earns &= keep
         earns &= self._acc_ok[u]
         earns &= self._mask[:-1].reshape(n, m)
+        return x, keep, earns
+
+    def earning_pairs(self) -> np.ndarray:
+        """(N, M) bool: the (node, variant) pairs that would earn +1 for the current user now
+        (valid, accurate enough, in time, pushing nobody late); all False once the episode is over."""
+        if self.state is None:
+            raise RuntimeError("call reset() before earning_pairs()")
+        if self.state.user == self.n_users:
+            return np.zeros((self.n_nodes, self.n_variants), dtype=bool)
+        return self._pair_terms()[2]
+
+    def _obs(self) -> np.ndarray:
+        st, sc = self.state, self.scenario
+        obs = np.zeros(self._n_obs, dtype=np.float32)
+        u = st.user
+        if u == self.n_users:
+            return obs
+        n, m = self.n_nodes, self.n_variants
+        # per node, the compute queued before u in EDF order and the least slack of the satisfied
+        # users u would go before; per pair, deadline - response if assigned now. All three are
+        # squashed together, x / (|x| + window_s). No pair earns +1: serving only uses capacity.
+        x, keep, earns = self._pair_terms()
         x /= np.abs(x) + sc.window_s
         i = self._user_block.shape[1]
         obs[:i] = self._user_block[u]
