@@ -169,10 +169,6 @@ class _DeviceColumns(NamedTuple):
         return cls(*(np.array([[getattr(d, f)] for d in devices], dtype=float) for f in cls._fields))
 
 
-def _first(job: tuple) -> float:
-    return job[0]
-
-
 def _known(lookup, name, where):
     try:
         return lookup(name)
@@ -403,6 +399,24 @@ class TieredServiceEnv(MaskedEnv):
         self.observation_space = spaces.Box(-1.0, 1.0, (self._n_obs,), np.float32)
         self._mask = np.zeros(n * m + 1, dtype=bool)
         self._mask[-1] = True  # reject: always valid
+        self._pairs_mask = self._mask[:-1].reshape(n, m)
+        # Buffers of the per-step observation terms (written in place: no per-step allocation).
+        # _dyn is the observation's run "some pair earns, used share per node, x" (x = ahead per
+        # node, push per node, slack per pair), the order of the observation.
+        self._dyn = np.zeros(1 + 3 * n + n * m)
+        self._x = self._dyn[1 + n:]
+        self._x_node = self._dyn[1 + n: 1 + 3 * n]
+        self._ahead_col = self._dyn[1 + n: 1 + 2 * n].reshape(n, 1)
+        self._push_col = self._dyn[1 + 2 * n: 1 + 3 * n].reshape(n, 1)
+        self._left = self._dyn[1 + 3 * n:].reshape(n, m)
+        self._x_tmp = np.empty(self._x.size)
+        self._room = np.empty((n, 1))
+        self._keep_flat = np.zeros(n * m, dtype=bool)
+        self._keep = self._keep_flat.reshape(n, m)
+        self._earns_flat = np.zeros(n * m, dtype=bool)
+        self._earns = self._earns_flat.reshape(n, m)
+        # row i: 1 for the first i job slots (the jobs an EDF deadline comes after)
+        self._prefix = (np.arange(k)[None, :] < np.arange(k + 1)[:, None]).astype(float)
         self.state: TieredState | None = None
 
     # ----------------------------------------------------------------- reset
@@ -438,20 +452,19 @@ class TieredServiceEnv(MaskedEnv):
         self._response = np.full(u, np.nan)
         self._satisfied = np.zeros(u, dtype=bool)
         self._n_satisfied = 0
-        # jobs of the current window per node, kept in EDF order; unused slots have D = +inf
-        self._job_d = np.full((n, k), np.inf)
-        self._job_p = np.zeros((n, k))
-        self._job_user = np.full((n, k), -1, dtype=np.int64)
-        self._job_count = np.zeros(n, dtype=np.int64)
-        self._job_push = np.full((n, k), np.inf)  # D - finish of satisfied jobs, +inf otherwise
-        self._node_jobs: list[list[tuple]] = [[] for _ in range(n)]  # the same jobs as (D, p, user, ok) tuples
-        self._node_satisfied = [0] * n
+        self._job_p = np.zeros((n, k))  # compute times of the node's jobs in EDF order, then zeros
+        self._clear_jobs()
         # clipped here once: the rest of the observation is within [-1, 1] by construction
         self._user_block = np.clip(self._precompute_user_block(req.prompt_tokens, req.output_tokens), -1.0, 1.0)
         # deadline - network - compute per pair; a huge negative (squashes to -1) where not deployed
         self._pair_left = np.where(self._deployed, deadline[:, None, None] - net[:, :, None]
                                    - np.where(self._deployed, compute, 0.0), -1e30)
         self._pair_compute = _squash_or_one(compute, sc.window_s).reshape(u, n * m).astype(np.float32)
+        # "earns +1 now" needs slack >= this: 0 where the variant is accurate enough, +inf where not
+        self._earn_floor = np.ascontiguousarray(np.broadcast_to(
+            np.where(self._acc_ok, 0.0, np.inf)[:, None, :], (u, n, m)))
+        # the observation's start per user: its block, then its position in the window
+        self._user_rows = np.column_stack([self._user_block, (np.arange(u) % k / k).astype(np.float32)])
         self._update_mask()
         return self._obs(), self._info()
 
@@ -501,22 +514,39 @@ class TieredServiceEnv(MaskedEnv):
 
     def _insert_job(self, n: int, u: int, p: float, acc_ok: bool) -> int:
         """Put user u in node n's EDF order (after equal deadlines: u has the highest index),
-        recompute the node's finish times and slacks, and return the change in its satisfied users.
+        recompute the node's finish times and slacks from there, and return the change in its
+        satisfied users. Also rebuild the node's tables of compute ahead and least slack pushed
+        for an EDF deadline after its first i jobs (`_pair_terms` looks them up).
 
-        A node holds a few jobs: Python lists (then one row write per array) beat numpy calls."""
-        jobs = self._node_jobs[n]
+        A node holds a few jobs: Python lists beat numpy calls; the one numpy call (the ahead
+        table) sums as `np.add.reduce` over the padded row does, bit for bit."""
+        jd, jp, ju, jok = self._jobs_d[n], self._jobs_p[n], self._jobs_user[n], self._jobs_ok[n]
+        finish, push = self._jobs_finish[n], self._jobs_push[n]
         d = float(self._edf_deadline[u, n])
-        jobs.insert(bisect.bisect_right(jobs, d, key=_first), (d, p, u, acc_ok))
-        push, finish = [], 0.0
-        for job_d, job_p, _, ok in jobs:
-            finish += job_p
-            slack = job_d - finish
-            push.append(slack if ok and slack >= 0 else np.inf)
-        c = len(jobs)
-        self._job_d[n, :c], self._job_p[n, :c], self._job_user[n, :c], _ = zip(*jobs)
-        self._job_push[n, :c] = push
-        self._job_count[n] = c
-        satisfied = c - push.count(np.inf)
+        i = bisect.bisect_right(jd, d)
+        jd.insert(i, d)
+        jp.insert(i, p)
+        ju.insert(i, u)
+        jok.insert(i, acc_ok)
+        del finish[i:], push[i:]
+        f = finish[-1] if i else 0.0
+        inf = np.inf
+        for job_d, job_p, ok in zip(jd[i:], jp[i:], jok[i:]):
+            f += job_p
+            finish.append(f)
+            slack = job_d - f
+            push.append(slack if ok and slack >= 0 else inf)
+        c = len(jd)
+        row = self._job_p[n]
+        row[:c] = jp
+        self._ahead_tab[n] = np.add.reduce(row * self._prefix[: c + 1], axis=1).tolist()
+        least, tab = 1e300, [1e300] * (c + 1)  # 1e300 for +inf: see _pair_terms
+        for j in range(c - 1, -1, -1):
+            if push[j] < least:
+                least = push[j]
+            tab[j] = least
+        self._push_tab[n] = tab
+        satisfied = c - push.count(inf)
         delta = satisfied - self._node_satisfied[n]
         self._node_satisfied[n] = satisfied
         return delta
@@ -524,58 +554,70 @@ class TieredServiceEnv(MaskedEnv):
     def _window_outcome(self) -> None:
         """Write response times and satisfaction of the current window's served users."""
         st = self.state
-        for n in np.flatnonzero(self._job_count):
-            c = self._job_count[n]
-            users = self._job_user[n, :c]
-            finish = np.cumsum(self._job_p[n, :c])
-            self._response[users] = st.net_s[users, n] + finish
-            self._satisfied[users] = self._job_push[n, :c] < np.inf
+        for n, jobs in enumerate(self._jobs_user):
+            if jobs:
+                users = np.array(jobs, dtype=np.int64)
+                finish = np.cumsum(self._job_p[n, : len(jobs)])
+                self._response[users] = st.net_s[users, n] + finish
+                self._satisfied[users] = np.array(self._jobs_push[n]) < np.inf
+
+    def _clear_jobs(self) -> None:
+        """No jobs on any node (a new window): per node, lists in EDF order of the jobs' EDF
+        deadline, compute, user, accuracy flag, finish time and slack (+inf unless satisfied)."""
+        n = self.n_nodes
+        self._job_p[:] = 0.0
+        self._jobs_d: list[list[float]] = [[] for _ in range(n)]
+        self._jobs_p: list[list[float]] = [[] for _ in range(n)]
+        self._jobs_user: list[list[int]] = [[] for _ in range(n)]
+        self._jobs_ok: list[list[bool]] = [[] for _ in range(n)]
+        self._jobs_finish: list[list[float]] = [[] for _ in range(n)]
+        self._jobs_push: list[list[float]] = [[] for _ in range(n)]
+        self._ahead_tab = [[0.0] for _ in range(n)]
+        self._push_tab = [[1e300] for _ in range(n)]
+        self._node_satisfied = [0] * n
 
     def _close_window(self) -> None:
         self._window_outcome()
         st = self.state
         st.window_start = st.user
         st.used_s[:] = 0.0
-        self._job_d[:] = np.inf
-        self._job_p[:] = 0.0
-        self._job_user[:] = -1
-        self._job_push[:] = np.inf
-        self._job_count[:] = 0
-        self._node_jobs = [[] for _ in range(self.n_nodes)]
-        self._node_satisfied = [0] * self.n_nodes
+        self._clear_jobs()
 
     # --------------------------------------------------------- observations
     def _update_mask(self) -> None:
         st = self.state
-        pairs = self._mask[:-1].reshape(self.n_nodes, self.n_variants)
         if st.user < self.n_users:
-            room = st.capacity_s - st.used_s
-            np.less_equal(st.compute_s[st.user], room[:, None], out=pairs)  # compute is +inf where not deployed
+            np.subtract(st.capacity_s, st.used_s, out=self._room[:, 0])
+            # compute is +inf where not deployed
+            np.less_equal(st.compute_s[st.user], self._room, out=self._pairs_mask)
         else:
-            pairs[:] = False
+            self._pairs_mask[:] = False
 
     def _pair_terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For the current user: x = (compute ahead per node, least slack pushed per node, slack
         per pair if assigned now), raw seconds; keep (N, M): nobody satisfied is pushed late;
-        earns (N, M): the valid pairs that earn +1 now (GUS's feasible set)."""
+        earns (N, M): the valid pairs that earn +1 now (GUS's feasible set). Views of buffers that
+        the next call overwrites.
+
+        Per node, the jobs before u in EDF order are its first i, i = bisect of u's EDF deadline:
+        compute ahead and least slack pushed come from the node's tables (`_insert_job`)."""
         st = self.state
-        u, n, m = st.user, self.n_nodes, self.n_variants
-        x = np.empty(2 * n + n * m)
-        ahead, push, left = x[:n], x[n: 2 * n], x[2 * n:].reshape(n, m)
-        before = self._job_d <= self._edf_deadline[u][:, None]
-        np.add.reduce(self._job_p * before, axis=1, out=ahead)  # np.sum / np.min without their wrappers
-        np.minimum.reduce(np.where(before, np.inf, self._job_push), axis=1, out=push)
+        u = st.user
+        d = self._edf_deadline[u].tolist()
+        bisect_right = bisect.bisect_right
+        idx = [bisect_right(jd, du) for jd, du in zip(self._jobs_d, d)]
         # push >= 0, +inf where nobody would be pushed: as 1e300 it squashes to exactly 1 (as +inf does
-        # by definition) and compares with a finite compute time as +inf does
-        np.minimum(push, 1e300, out=push)
-        keep = np.less_equal(st.compute_s[u], push[:, None])
-        keep &= self._deployed
-        np.subtract(self._pair_left[u], ahead[:, None], out=left)
-        earns = np.greater_equal(left, 0.0)
+        # by definition) and compares with a finite compute time as +inf does (and with the +inf
+        # compute of a variant not deployed as false: keep is false there)
+        self._x_node[:] = ([tab[i] for tab, i in zip(self._ahead_tab, idx)]
+                           + [tab[i] for tab, i in zip(self._push_tab, idx)])
+        keep, earns = self._keep, self._earns
+        np.less_equal(st.compute_s[u], self._push_col, out=keep)
+        np.subtract(self._pair_left[u], self._ahead_col, out=self._left)
+        np.greater_equal(self._left, self._earn_floor[u], out=earns)  # slack >= 0 and accurate enough
         earns &= keep
-        earns &= self._acc_ok[u]
-        earns &= self._mask[:-1].reshape(n, m)
-        return x, keep, earns
+        earns &= self._pairs_mask
+        return self._x, keep, earns
 
     def earning_pairs(self) -> np.ndarray:
         """(N, M) bool: the (node, variant) pairs that would earn +1 for the current user now
@@ -584,31 +626,34 @@ class TieredServiceEnv(MaskedEnv):
             raise RuntimeError("call reset() before earning_pairs()")
         if self.state.user == self.n_users:
             return np.zeros((self.n_nodes, self.n_variants), dtype=bool)
-        return self._pair_terms()[2]
+        return self._pair_terms()[2].copy()
 
     def _obs(self) -> np.ndarray:
-        st, sc = self.state, self.scenario
-        obs = np.zeros(self._n_obs, dtype=np.float32)
+        st = self.state
         u = st.user
         if u == self.n_users:
-            return obs
-        n, m = self.n_nodes, self.n_variants
+            return np.zeros(self._n_obs, dtype=np.float32)
+        n, nm = self.n_nodes, self.n_variants * self.n_nodes
         # per node, the compute queued before u in EDF order and the least slack of the satisfied
         # users u would go before; per pair, deadline - response if assigned now. All three are
         # squashed together, x / (|x| + window_s). No pair earns +1: serving only uses capacity.
-        x, keep, earns = self._pair_terms()
-        x /= np.abs(x) + sc.window_s
-        i = self._user_block.shape[1]
-        obs[:i] = self._user_block[u]
-        obs[i] = (u - st.window_start) / sc.users_per_window
-        obs[i + 1] = earns.any()
-        obs[i + 2: i + 2 + n] = st.used_s / st.capacity_s
-        i += 2 + n
-        obs[i: i + x.size] = x
-        i += x.size
-        obs[i: i + n * m] = keep.ravel()
-        obs[i + n * m: i + 2 * n * m] = self._pair_compute[u]
-        obs[i + 2 * n * m:] = earns.ravel()
+        x, _, _ = self._pair_terms()
+        tmp = self._x_tmp
+        np.abs(x, out=tmp)
+        tmp += self.scenario.window_s
+        np.divide(x, tmp, out=x)
+        dyn = self._dyn
+        dyn[0] = np.count_nonzero(self._earns_flat) > 0
+        np.divide(st.used_s, st.capacity_s, out=dyn[1: 1 + n])
+        obs = np.empty(self._n_obs, dtype=np.float32)
+        rows = self._user_rows
+        i = rows.shape[1]
+        obs[:i] = rows[u]
+        obs[i: i + dyn.size] = dyn
+        i += dyn.size
+        obs[i: i + nm] = self._keep_flat
+        obs[i + nm: i + 2 * nm] = self._pair_compute[u]
+        obs[i + 2 * nm:] = self._earns_flat
         return obs
 
     def _info(self) -> dict:
@@ -651,18 +696,18 @@ class TieredServiceEnv(MaskedEnv):
             bad.append(f"decided users are not exactly the first {st.user}")
         window = st.assignment[st.window_start: st.user]
         served = np.flatnonzero(window >= 0) + st.window_start
-        on_nodes = np.sort(self._job_user[self._job_user >= 0])
+        on_nodes = np.sort(np.array([x for jobs in self._jobs_user for x in jobs], dtype=np.int64))
         if not np.array_equal(on_nodes, served):
             bad.append(f"users on nodes {on_nodes.tolist()} != served users {served.tolist()}")
         for n in range(self.n_nodes):
-            users = self._job_user[n, : self._job_count[n]]
+            users = np.array(self._jobs_user[n], dtype=np.int64)
             if np.any(st.assignment[users] // self.n_variants != n):
                 bad.append(f"node {n} holds users assigned elsewhere")
         a = st.assignment[: st.user]
         if np.any(a >= 0) and not np.all(self._deployed.ravel()[a[a >= 0]]):
             bad.append("a user was served by a variant not deployed on its node")
-        recount = int(np.count_nonzero(self._satisfied[: st.window_start])) + int(np.count_nonzero(
-            self._job_push < np.inf))
+        recount = int(np.count_nonzero(self._satisfied[: st.window_start])) + sum(
+            slack < np.inf for push in self._jobs_push for slack in push)
         if recount != self._n_satisfied:
             bad.append(f"reward sum {self._n_satisfied} != satisfied users {recount}")
         return bad
@@ -677,10 +722,10 @@ class TieredServiceEnv(MaskedEnv):
             u = st.user
             lines.append(f"  current user: min accuracy {st.min_accuracy[u]:.3f}, deadline {st.deadline_s[u]:.2f}s")
         for n, name in enumerate(st.node_names):
-            c = self._job_count[n]
+            c = len(self._jobs_user[n])
             hosted = ",".join(v.removeprefix("qwen2.5-") for v, d in zip(st.variant_names, self._deployed[n]) if d)
             lines.append(f"  {TIERS[self._tier[n]]:5s} {name:18s} load {st.used_s[n]:6.2f}/{st.capacity_s[n]:.0f}s "
-                         f"users {c:3d} satisfied {int(np.count_nonzero(self._job_push[n] < np.inf)):3d} [{hosted}]")
+                         f"users {c:3d} satisfied {self._node_satisfied[n]:3d} [{hosted}]")
         return "\n".join(lines)
 
     def _render_rgb(self) -> np.ndarray:
