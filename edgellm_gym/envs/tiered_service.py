@@ -399,25 +399,43 @@ class TieredServiceEnv(MaskedEnv):
         self.observation_space = spaces.Box(-1.0, 1.0, (self._n_obs,), np.float32)
         self._mask = np.zeros(n * m + 1, dtype=bool)
         self._mask[-1] = True  # reject: always valid
-        self._pairs_mask = self._mask[:-1].reshape(n, m)
         # Buffers of the per-step observation terms (written in place: no per-step allocation).
         # _dyn is the observation's run "some pair earns, used share per node, x" (x = ahead per
         # node, push per node, slack per pair), the order of the observation.
         self._dyn = np.zeros(1 + 3 * n + n * m)
-        self._x = self._dyn[1 + n:]
-        self._x_node = self._dyn[1 + n: 1 + 3 * n]
-        self._ahead_col = self._dyn[1 + n: 1 + 2 * n].reshape(n, 1)
-        self._push_col = self._dyn[1 + 2 * n: 1 + 3 * n].reshape(n, 1)
-        self._left = self._dyn[1 + 3 * n:].reshape(n, m)
-        self._x_tmp = np.empty(self._x.size)
-        self._room = np.empty((n, 1))
+        self._x_tmp = np.empty(2 * n + n * m)
+        self._room = np.empty(n)
         self._keep_flat = np.zeros(n * m, dtype=bool)
-        self._keep = self._keep_flat.reshape(n, m)
         self._earns_flat = np.zeros(n * m, dtype=bool)
-        self._earns = self._earns_flat.reshape(n, m)
         # row i: 1 for the first i job slots (the jobs an EDF deadline comes after)
         self._prefix = (np.arange(k)[None, :] < np.arange(k + 1)[:, None]).astype(float)
+        self._build_views()
         self.state: TieredState | None = None
+
+    _VIEWS = ("_pairs_mask", "_x", "_x_node", "_ahead_col", "_push_col", "_left", "_room_col", "_keep", "_earns")
+
+    def _build_views(self) -> None:
+        """Views into the buffers (rebuilt after unpickling: a copy does not keep views as views)."""
+        n, m, dyn = self.n_nodes, self.n_variants, self._dyn
+        self._pairs_mask = self._mask[:-1].reshape(n, m)
+        self._x = dyn[1 + n:]
+        self._x_node = dyn[1 + n: 1 + 3 * n]
+        self._ahead_col = dyn[1 + n: 1 + 2 * n].reshape(n, 1)
+        self._push_col = dyn[1 + 2 * n: 1 + 3 * n].reshape(n, 1)
+        self._left = dyn[1 + 3 * n:].reshape(n, m)
+        self._room_col = self._room.reshape(n, 1)
+        self._keep = self._keep_flat.reshape(n, m)
+        self._earns = self._earns_flat.reshape(n, m)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for name in self._VIEWS:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._build_views()
 
     # ----------------------------------------------------------------- reset
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -587,9 +605,9 @@ class TieredServiceEnv(MaskedEnv):
     def _update_mask(self) -> None:
         st = self.state
         if st.user < self.n_users:
-            np.subtract(st.capacity_s, st.used_s, out=self._room[:, 0])
+            np.subtract(st.capacity_s, st.used_s, out=self._room)
             # compute is +inf where not deployed
-            np.less_equal(st.compute_s[st.user], self._room, out=self._pairs_mask)
+            np.less_equal(st.compute_s[st.user], self._room_col, out=self._pairs_mask)
         else:
             self._pairs_mask[:] = False
 
