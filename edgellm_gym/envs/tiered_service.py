@@ -388,7 +388,11 @@ class TieredServiceEnv(MaskedEnv):
         self._tier = sc.node_tiers()
         self._accuracy = np.array([m.accuracy for m in self._models])
         self._variant_nodes = [np.flatnonzero(self._deployed[:, j]) for j in range(len(self._models))]
-        self._variant_devices = [_DeviceColumns.of([self._devices[i] for i in nodes]) for nodes in self._variant_nodes]
+        # a variant on one node: its DeviceSpec (the cost model's faster scalar-device path, the
+        # same floating-point operations); on several: their fields as columns, one call for all
+        self._variant_devices = [self._devices[nodes[0]] if len(nodes) == 1
+                                 else _DeviceColumns.of([self._devices[i] for i in nodes])
+                                 for nodes in self._variant_nodes]
         self._paths = [[get_link(x) for x in p] for p in (sc.end_path, sc.edge_path, sc.cloud_path)]
         n, m, k = len(self._devices), len(self._models), sc.users_per_window
         self.n_nodes, self.n_variants, self.n_users = n, m, k * sc.n_windows
@@ -458,8 +462,8 @@ class TieredServiceEnv(MaskedEnv):
         compute = np.full((u, n, m), np.inf)
         for j, model in enumerate(self._models):  # one cost-model call per variant, over its nodes
             nodes = self._variant_nodes[j]
-            compute[:, nodes, j] = costs.request_time_s(model, self._variant_devices[j], req.prompt_tokens,
-                                                        req.output_tokens, sc.bits).T
+            t = costs.request_time_s(model, self._variant_devices[j], req.prompt_tokens, req.output_tokens, sc.bits)
+            compute[:, nodes, j] = np.reshape(t, (len(nodes), u)).T
         self.state = TieredState(
             user=0, window_start=0, users_per_window=k, node_names=sc.node_names(), node_tier=self._tier,
             variant_names=sc.variants, accuracy=self._accuracy, deployed=self._deployed,
@@ -571,13 +575,12 @@ class TieredServiceEnv(MaskedEnv):
 
     def _window_outcome(self) -> None:
         """Write response times and satisfaction of the current window's served users."""
-        st = self.state
-        for n, jobs in enumerate(self._jobs_user):
-            if jobs:
-                users = np.array(jobs, dtype=np.int64)
-                finish = np.cumsum(self._job_p[n, : len(jobs)])
-                self._response[users] = st.net_s[users, n] + finish
-                self._satisfied[users] = np.array(self._jobs_push[n]) < np.inf
+        users = [x for jobs in self._jobs_user for x in jobs]
+        if users:  # the finish lists are the sequential sums np.cumsum makes
+            nodes = [n for n, jobs in enumerate(self._jobs_user) for _ in jobs]
+            finish = [f for fs in self._jobs_finish for f in fs]
+            self._response[users] = self.state.net_s[users, nodes] + np.array(finish)
+            self._satisfied[users] = [slack < np.inf for push in self._jobs_push for slack in push]
 
     def _clear_jobs(self) -> None:
         """No jobs on any node (a new window): per node, lists in EDF order of the jobs' EDF
