@@ -408,7 +408,11 @@ class TieredServiceEnv(MaskedEnv):
         # node, push per node, slack per pair), the order of the observation.
         self._dyn = np.zeros(1 + 3 * n + n * m)
         self._x_tmp = np.empty(2 * n + n * m)
-        self._room = np.empty(n)
+        self._window_s = np.array(sc.window_s)  # 0-d: numpy converts a Python float on every call
+        self._room = np.zeros(n)  # capacity left per node
+        # per node: compute ahead, least slack pushed, room left, repeated per pair (a broadcast
+        # copy, then the pair terms are ufuncs on contiguous arrays, much cheaper than broadcasting)
+        self._node_terms_pairs = np.zeros((3, n, m))
         self._keep_flat = np.zeros(n * m, dtype=bool)
         self._earns_flat = np.zeros(n * m, dtype=bool)
         # row i: 1 for the first i job slots (the jobs an EDF deadline comes after)
@@ -416,18 +420,19 @@ class TieredServiceEnv(MaskedEnv):
         self._build_views()
         self.state: TieredState | None = None
 
-    _VIEWS = ("_pairs_mask", "_x", "_x_node", "_ahead_col", "_push_col", "_left", "_room_col", "_keep", "_earns")
+    _VIEWS = ("_pairs_mask", "_x", "_x_node", "_used_share", "_left", "_keep", "_earns", "_ahead_push_col", "_room_col", "_ahead_pairs", "_push_pairs", "_room_pairs")
 
     def _build_views(self) -> None:
         """Views into the buffers (rebuilt after unpickling: a copy does not keep views as views)."""
         n, m, dyn = self.n_nodes, self.n_variants, self._dyn
         self._pairs_mask = self._mask[:-1].reshape(n, m)
+        self._used_share = dyn[1: 1 + n]
         self._x = dyn[1 + n:]
         self._x_node = dyn[1 + n: 1 + 3 * n]
-        self._ahead_col = dyn[1 + n: 1 + 2 * n].reshape(n, 1)
-        self._push_col = dyn[1 + 2 * n: 1 + 3 * n].reshape(n, 1)
         self._left = dyn[1 + 3 * n:].reshape(n, m)
+        self._ahead_push_col = self._x_node.reshape(2, n, 1)
         self._room_col = self._room.reshape(n, 1)
+        self._ahead_pairs, self._push_pairs, self._room_pairs = self._node_terms_pairs
         self._keep = self._keep_flat.reshape(n, m)
         self._earns = self._earns_flat.reshape(n, m)
 
@@ -476,8 +481,9 @@ class TieredServiceEnv(MaskedEnv):
         self._n_satisfied = 0
         self._job_p = np.zeros((n, k))  # compute times of the node's jobs in EDF order, then zeros
         self._clear_jobs()
-        # clipped here once: the rest of the observation is within [-1, 1] by construction
-        self._user_block = np.clip(self._precompute_user_block(req.prompt_tokens, req.output_tokens), -1.0, 1.0)
+        # the observation's start per user; clipped here once: the rest of the observation is within
+        # [-1, 1] by construction
+        self._user_rows = np.clip(self._precompute_user_block(req.prompt_tokens, req.output_tokens), -1.0, 1.0)
         # deadline - network - compute per pair; a huge negative (squashes to -1) where not deployed
         self._pair_left = np.where(self._deployed, deadline[:, None, None] - net[:, :, None]
                                    - np.where(self._deployed, compute, 0.0), -1e30)
@@ -485,13 +491,12 @@ class TieredServiceEnv(MaskedEnv):
         # "earns +1 now" needs slack >= this: 0 where the variant is accurate enough, +inf where not
         self._earn_floor = np.ascontiguousarray(np.broadcast_to(
             np.where(self._acc_ok, 0.0, np.inf)[:, None, :], (u, n, m)))
-        # the observation's start per user: its block, then its position in the window
-        self._user_rows = np.column_stack([self._user_block, (np.arange(u) % k / k).astype(np.float32)])
         self._update_mask()
         return self._obs(), self._info()
 
     def _precompute_user_block(self, prompt, output) -> np.ndarray:
-        """Per user: its own features and a summary of the users after it in its window."""
+        """Per user: its own features and a summary of the users after it in its window, then its
+        position in the window."""
         sc, st = self.scenario, self.state
         m, k, u = self.n_variants, sc.users_per_window, self.n_users
         level = np.sum(self._accuracy[None, :] < st.min_accuracy[:, None], axis=1).clip(0, m - 1)
@@ -506,6 +511,7 @@ class TieredServiceEnv(MaskedEnv):
             st.min_accuracy, squash(st.deadline_s, scale), prompt / sc.workload.prompt_max,
             output / sc.workload.output_max, cnt / k, _squash_or_one(dmin, scale),
             np.arange(u) // k / sc.n_windows, self._acc_ok, self._accuracy[None, :] - st.min_accuracy[:, None],
+            np.arange(u) % k / k,
         ])
         return block.astype(np.float32)
 
@@ -609,8 +615,9 @@ class TieredServiceEnv(MaskedEnv):
         st = self.state
         if st.user < self.n_users:
             np.subtract(st.capacity_s, st.used_s, out=self._room)
+            self._room_pairs[...] = self._room_col
             # compute is +inf where not deployed
-            np.less_equal(st.compute_s[st.user], self._room_col, out=self._pairs_mask)
+            np.less_equal(st.compute_s[st.user], self._room_pairs, out=self._pairs_mask)
         else:
             self._pairs_mask[:] = False
 
@@ -632,9 +639,10 @@ class TieredServiceEnv(MaskedEnv):
         # compute of a variant not deployed as false: keep is false there)
         self._x_node[:] = ([tab[i] for tab, i in zip(self._ahead_tab, idx)]
                            + [tab[i] for tab, i in zip(self._push_tab, idx)])
+        self._node_terms_pairs[:2] = self._ahead_push_col
         keep, earns = self._keep, self._earns
-        np.less_equal(st.compute_s[u], self._push_col, out=keep)
-        np.subtract(self._pair_left[u], self._ahead_col, out=self._left)
+        np.less_equal(st.compute_s[u], self._push_pairs, out=keep)
+        np.subtract(self._pair_left[u], self._ahead_pairs, out=self._left)
         np.greater_equal(self._left, self._earn_floor[u], out=earns)  # slack >= 0 and accurate enough
         earns &= keep
         earns &= self._pairs_mask
@@ -661,11 +669,11 @@ class TieredServiceEnv(MaskedEnv):
         x, _, _ = self._pair_terms()
         tmp = self._x_tmp
         np.abs(x, out=tmp)
-        tmp += self.scenario.window_s
+        tmp += self._window_s
         np.divide(x, tmp, out=x)
         dyn = self._dyn
         dyn[0] = np.count_nonzero(self._earns_flat) > 0
-        np.divide(st.used_s, st.capacity_s, out=dyn[1: 1 + n])
+        np.divide(st.used_s, st.capacity_s, out=self._used_share)
         obs = np.empty(self._n_obs, dtype=np.float32)
         rows = self._user_rows
         i = rows.shape[1]
