@@ -18,7 +18,7 @@ import numpy as np
 from gymnasium import spaces
 
 from .. import costs
-from ..catalog import DeviceSpec, get_device, get_link, get_model
+from ..catalog import DeviceSpec, ModelSpec, get_device, get_link, get_model
 from ..metrics import mean_or_zero
 from ..scenario import register_preset, require, resolve_scenario
 from ..workload import WorkloadSpec, sample_requests, workload_preset
@@ -167,6 +167,25 @@ class _DeviceColumns(NamedTuple):
     @classmethod
     def of(cls, devices: list[DeviceSpec]) -> _DeviceColumns:
         return cls(*(np.array([[getattr(d, f)] for d in devices], dtype=float) for f in cls._fields))
+
+
+class _ModelColumns(NamedTuple):
+    """The ModelSpec fields `costs.request_time_s` reads, for several models as (k, 1) integer
+    columns. Its arithmetic on them is elementwise and exact in int64 as in Python ints (all
+    products < 2^53), so with `_DeviceColumns` one call costs k (model, device) pairs, bit for bit
+    as k calls (pinned by tests/test_tiered_service_costs.py): one cost-model call per reset."""
+
+    n_layers: np.ndarray
+    hidden: np.ndarray
+    kv_heads: np.ndarray
+    head_dim: np.ndarray
+    ffn: np.ndarray
+    vocab: np.ndarray
+    mlp_matrices: np.ndarray
+
+    @classmethod
+    def of(cls, models: list[ModelSpec]) -> _ModelColumns:
+        return cls(*(np.array([[getattr(mo, f)] for mo in models], dtype=np.int64) for f in cls._fields))
 
 
 def _known(lookup, name, where):
@@ -387,12 +406,10 @@ class TieredServiceEnv(MaskedEnv):
         self._deployed = sc.deployment()
         self._tier = sc.node_tiers()
         self._accuracy = np.array([m.accuracy for m in self._models])
-        self._variant_nodes = [np.flatnonzero(self._deployed[:, j]) for j in range(len(self._models))]
-        # a variant on one node: its DeviceSpec (the cost model's faster scalar-device path, the
-        # same floating-point operations); on several: their fields as columns, one call for all
-        self._variant_devices = [self._devices[nodes[0]] if len(nodes) == 1
-                                 else _DeviceColumns.of([self._devices[i] for i in nodes])
-                                 for nodes in self._variant_nodes]
+        # the deployed (node, variant) pairs, their models and devices as columns (one cost-model call)
+        self._pair_nodes, self._pair_variants = np.nonzero(self._deployed)
+        self._pair_model_cols = _ModelColumns.of([self._models[j] for j in self._pair_variants])
+        self._pair_device_cols = _DeviceColumns.of([self._devices[i] for i in self._pair_nodes])
         self._paths = [[get_link(x) for x in p] for p in (sc.end_path, sc.edge_path, sc.cloud_path)]
         n, m, k = len(self._devices), len(self._models), sc.users_per_window
         self.n_nodes, self.n_variants, self.n_users = n, m, k * sc.n_windows
@@ -465,10 +482,8 @@ class TieredServiceEnv(MaskedEnv):
                              for path in self._paths], axis=1)  # (U, 3)
         net = net_tier[:, self._tier]  # (U, N)
         compute = np.full((u, n, m), np.inf)
-        for j, model in enumerate(self._models):  # one cost-model call per variant, over its nodes
-            nodes = self._variant_nodes[j]
-            t = costs.request_time_s(model, self._variant_devices[j], req.prompt_tokens, req.output_tokens, sc.bits)
-            compute[:, nodes, j] = np.reshape(t, (len(nodes), u)).T
+        compute[:, self._pair_nodes, self._pair_variants] = costs.request_time_s(
+            self._pair_model_cols, self._pair_device_cols, req.prompt_tokens, req.output_tokens, sc.bits).T
         self.state = TieredState(
             user=0, window_start=0, users_per_window=k, node_names=sc.node_names(), node_tier=self._tier,
             variant_names=sc.variants, accuracy=self._accuracy, deployed=self._deployed,
