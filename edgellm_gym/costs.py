@@ -5,7 +5,10 @@ plain numbers or numpy arrays (token counts broadcast), so the environments
 can precompute a whole episode at reset. Units: FLOP, bytes, seconds, joules.
 The functions are elementwise: a "device" may also be any object with the
 fields they read (peak_flops, compute_efficiency, mem_bw_Bps) as (k, 1) arrays,
-and one call then equals k per-device calls bit for bit (tested).
+and one call then equals k per-device calls bit for bit (tested). The same holds
+for a "model" whose integer fields are (k, 1) int64 arrays (TieredService costs
+all its deployed (node, variant) pairs in one call): keep the functions free of
+branches on model fields (tests/test_tiered_service_costs.py fails first if not).
 
 Decode step k (k = 1 .. G-1) of a request with S prompt and G output tokens
 attends to S + k tokens; prefill produces the first output token.
