@@ -26,7 +26,11 @@ __all__ = [
 ]
 
 ENV_KEY = "PlacementQuantization"
-N_GLOBAL_BASE = 5
+N_GLOBAL_BASE = 7
+N_SERVER_BASE = 5  # per-server features besides the 2 B per-width ones
+LOOKAHEAD_DIFF_SCALE = 0.1  # the lookahead block's Q differences are squashed at this x obs_time_scale_s
+REWARD_SHAPINGS = ("none", "lookahead")
+LOOKAHEAD_RESERVE = 2  # exit servers the lookahead tries holding the last layer's memory on
 _EPS = 1e-9  # slack for floors of capacity / size ratios that are integers up to rounding
 
 
@@ -235,6 +239,102 @@ def _lp_eval(bound: tuple, extra: np.ndarray) -> np.ndarray:
     return base_err - frac
 
 
+class _Lookahead:
+    """Per-episode tables of the per-action lookahead (the observation's block, `lookahead_q_values`).
+
+    Q(a) = the per-token time action a adds + an estimate of the time to finish afterwards, by a
+    greedy completion. Each later layer goes, among the servers with room for it, to the one with the
+    least compute + hop / (layers that server could take in a row from here: its room, at most the
+    layers left before the last): a hop is paid once for the run it starts, so the walk leaves a
+    slow server for a fast one that can hold the rest, rather than comparing one layer's time. The
+    time added is the layer's compute + hop. The last layer goes to the server adding the least
+    compute + hop + client hop. Widths: the preferred one (`budget_ref_bits`), one higher for the
+    first layers while the rest at the preferred width would break the budget, the smallest where
+    nothing fits (and regardless of memory where even that does not fit: an estimate, not a plan).
+    Q is the least over 1 + LOOKAHEAD_RESERVE variants: as is, or with one preferred-width layer of
+    memory held back from the start on one of the LOOKAHEAD_RESERVE servers with the cheapest client
+    hop, where the last layer then goes (a route that comes back to a cheap exit). Vectorised over
+    (action, variant) rows: a few numpy calls per later layer.
+    """
+
+    def __init__(self, p: PlacementProblem, preferred: int) -> None:
+        B = p.n_bits
+        self.p, self.pref, self.up, self.small = p, preferred, max(preferred - 1, 0), B - 1
+        self.hop_from = np.vstack([p.transfer_s, p.client_in_s[None, :]])  # (S + 1, S); row S: the client
+        self.compute = np.ascontiguousarray(p.compute_s.T)  # (B, S)
+        self.cost_last = self.compute[:, None, :] + self.hop_from[None, :, :] + p.client_out_s  # (B, S + 1, S)
+        rest = np.concatenate([np.cumsum(p.error[::-1, preferred])[::-1], [0.0]])  # layers j.. at preferred
+        self.cum_up = np.concatenate([[0.0], np.cumsum(p.error[:, self.up])])  # layers ..j-1 one width up
+        self.neg_g = -(self.cum_up + rest)  # nondecreasing in j: where the upgraded prefix can end
+        self.limit = p.budget * (1 + 1e-12)
+        self.reserve = np.concatenate([[-1], np.argsort(p.client_out_s, kind="stable")[:LOOKAHEAD_RESERVE]])
+
+    def q_values(self, layer: int, prev: int, free: np.ndarray, spent: float, acts: np.ndarray) -> np.ndarray:
+        """Q of the valid actions `acts` at `layer` (the previous layer on `prev`, -1: the client)."""
+        p = self.p
+        L, S, B, mem = p.n_layers, p.n_servers, p.n_bits, p.mem_bytes
+        s, b = np.divmod(acts, B)
+        imm = self.compute[b, s] + self.hop_from[prev, s]
+        if layer == L - 1:
+            return imm + p.client_out_s[s]
+        V = len(self.reserve)
+        R = len(acts) * V
+        rows = np.arange(R)
+        at = np.repeat(s, V)
+        fr = np.repeat(free[None, :], R, axis=0)
+        fr[rows, at] -= np.repeat(mem[b], V)
+        x = np.tile(self.reserve, len(acts))
+        rr = rows[x >= 0]
+        xr = x[rr]
+        fr[rr, xr] -= mem[self.pref]
+        ok = np.ones(R, dtype=bool)
+        ok[rr] = fr[rr, xr] >= -1e-6
+        k = layer + 1
+        # the upgraded prefix: layers k .. end_up - 1 (while the rest at preferred would break the budget)
+        spent_r = np.repeat(spent + p.error[layer, b], V)
+        end_up = np.maximum(np.searchsorted(self.neg_g, spent_r - self.limit - self.cum_up[k]), k)
+        last_up = int(end_up.max())
+        total = np.zeros(R)
+        flat = fr.reshape(-1)  # a view
+        base = rows * S
+        for j in range(k, L):
+            if j < last_up:
+                w = np.where(j < end_up, self.up, self.pref)
+                comp, size = self.compute[w], mem[w][:, None]
+            else:
+                w = self.pref
+                comp, size = self.compute[w], mem[w]
+            hop = self.hop_from.take(at, axis=0)
+            if j == L - 1:
+                flat[rr * S + xr] += mem[self.pref]
+            room = np.floor((fr + 1e-6) / size)  # whole layers that fit
+            cost = comp + hop
+            if j < L - 1:
+                score = hop / np.maximum(np.minimum(room, L - 1 - j), 1.0)
+                score += comp
+            else:
+                score = cost + p.client_out_s
+                room[rr] = 0.0
+                room[rr, xr] = 1.0
+            np.copyto(score, np.inf, where=room < 1.0)
+            t = score.argmin(axis=1)
+            idx = base + t
+            if score.reshape(-1).take(idx).max() == np.inf:  # nothing fits: the smallest width, then any
+                stuck = np.flatnonzero(score.reshape(-1).take(idx) == np.inf)
+                c_small = self.compute[self.small] + hop[stuck] + (p.client_out_s if j == L - 1 else 0.0)
+                c2 = np.where(fr[stuck] >= mem[self.small] - 1e-6, c_small, np.inf)
+                c2 = np.where(np.isinf(c2).all(axis=1)[:, None], c_small, c2)
+                t[stuck] = c2.argmin(axis=1)
+                cost[stuck] = c_small - (p.client_out_s if j == L - 1 else 0.0)
+                w = np.broadcast_to(w, (R,)).copy()
+                w[stuck] = self.small
+                idx = base + t
+            total += cost.reshape(-1).take(idx)
+            flat[idx] -= mem[w]
+            at = t
+        return imm + (np.where(ok, total, np.inf) + p.client_out_s[at]).reshape(-1, V).min(axis=1)
+
+
 @dataclass(frozen=True)
 class PlacementQuantScenario:
     """How instances are drawn, one per episode (so a policy must generalise across them).
@@ -253,6 +353,9 @@ class PlacementQuantScenario:
     episode metrics hold the optimum and the optimality gap. It is off by default: on OPT-350M x 8
     servers a solve takes 1-10 s (docs/envs/placement_quantization.md), too slow for a reset in
     RL training; the "default-ilp" preset turns it on for evaluation.
+    `lookahead` adds the per-action lookahead block to the observation (see the env's Observation
+    Space): what a learned agent needs to plan a route, at a cost (a numpy pass per later layer,
+    several times the rest of a step; off, the env steps about 7x faster).
     """
 
     models: tuple[str, ...] = ("opt-350m", "opt-125m", "qwen2-0.5b", "smollm2-135m")
@@ -283,6 +386,7 @@ class PlacementQuantScenario:
     infeasible_penalty_s: float = 1.0
     reward_time_scale_s: float = 1.0
     obs_time_scale_s: float = 1e-3
+    lookahead: bool = True
 
     def __post_init__(self) -> None:
         require(len(self.models) >= 1, "models", self.models, "a non-empty list of catalog model names")
@@ -312,6 +416,7 @@ class PlacementQuantScenario:
         require(self.infeasible_penalty_s >= 0, "infeasible_penalty_s", self.infeasible_penalty_s, ">= 0")
         require(self.reward_time_scale_s > 0, "reward_time_scale_s", self.reward_time_scale_s, "> 0")
         require(self.obs_time_scale_s > 0, "obs_time_scale_s", self.obs_time_scale_s, "> 0")
+        require(isinstance(self.lookahead, bool), "lookahead", self.lookahead, "true or false")
 
 
 register_preset(ENV_KEY, "default", PlacementQuantScenario())
@@ -488,12 +593,22 @@ class PlacementQuantizationEnv(MaskedEnv):
     `a // B` at width `bits[a % B]` (bits in decreasing order: index 0 is the highest width).
 
     ## Observation Space
-    `Box(-1, 1, (S * (2B + 3) + B + 5,), float32)`. Per server: compute time of one layer at each
-    width; hop time into it (from the previous layer's server, or from the client for layer 0);
-    its hop time back to the client; whole layers it can still hold at each width / L; whether it
-    holds the previous layer. Times are squashed by t / (t + obs_time_scale_s). Then: layers placed
-    / L, layers left / L, budget used / epsilon, budget slack after the rest at their lowest error
-    / epsilon, L / 100, and the current layer's error at each width x L / epsilon, squashed.
+    `Box(-1, 1, (S * (2B + 5) + B + 7 + S * B + 1,), float32)` (148 by default; without the
+    lookahead block, `lookahead: false`, S * (2B + 5) + B + 7). Times are squashed by
+    t / (t + obs_time_scale_s). Per server (2B + 5): compute time of one layer at each width; hop
+    time into it (from the previous layer's server, or from the client for layer 0); its hop time
+    back to the client; whole layers it can still hold at each width / L; whether it holds the
+    previous layer; the cheapest way back to the client from it (hop to a server u that can still
+    take a layer + u's client hop, u = itself included); the cheapest hop from it to another server
+    that can still take a layer (1 if none). Then 7 globals: layers placed / L, layers left / L,
+    budget used / epsilon, budget slack after the rest at their lowest error / epsilon, L / 100,
+    budget left / the later layers' error at the preferred width (`budget_ref_bits`) - 1, whole
+    layers that fit at the preferred width / layers left - 1 (both clipped to [-1, 1]); the current
+    layer's error at each width x L / epsilon, squashed by x / (x + 1). Then the lookahead block:
+    per action (S * B, same index as the action), Q(a) - min over the valid actions of Q, squashed
+    at LOOKAHEAD_DIFF_SCALE x obs_time_scale_s (0.1 ms; 1 where masked), where Q(a) is the time the action adds plus an estimate of the time to finish
+    afterwards (`lookahead_q_values()`: a greedy completion, see `_Lookahead`); and that least Q,
+    squashed (0 at the end).
 
     ## Rewards
     Minus the per-token time the step adds, / reward_time_scale_s (default 1 s): the layer's
@@ -502,6 +617,10 @@ class PlacementQuantizationEnv(MaskedEnv):
     minus the per-token latency. An episode that reaches a dead end (see Episode End) also gets
     -infeasible_penalty_s / reward_time_scale_s. A masked action under
     `invalid_action="penalize"` gives -invalid_action_penalty and changes nothing.
+    With `reward_shaping="lookahead"` (for training; needs the lookahead on) each valid step also
+    gets phi(s') - phi(s), phi = minus the least lookahead value / reward_time_scale_s (0 at the
+    end): potential-based, so the return changes by -phi(first state), the same for every policy on
+    an instance; `info["reward_unshaped"]` has the plain reward.
 
     ## Action mask: what it guarantees
     Action (s, b) is valid for layer l iff (1) the layer fits in server s's free memory at width b;
@@ -529,9 +648,10 @@ class PlacementQuantizationEnv(MaskedEnv):
 
     ## Arguments
     `gymnasium.make("edgellm_gym/PlacementQuantization-v0", scenario="default", render_mode=None,
-    invalid_action="penalize", invalid_action_penalty=1.0, max_invalid_streak=100)`. `scenario`:
-    a preset name ("default": OPT-350M-class models on 8 servers with the ILP solved each episode;
-    "small": OPT-125M on 3 servers with more memory, no ILP; "smollm2": the measured table, widths {16, 8, 4, 3, 2};
+    invalid_action="penalize", invalid_action_penalty=1.0, max_invalid_streak=100, reward_shaping="none")`.
+    `reward_shaping`: "none" or "lookahead" (see Rewards). `scenario`:
+    a preset name ("default": four OPT-350M-class models on 8 servers, no ILP; "default-ilp": the
+    same with DILEMMA's ILP solved at each reset; "small": OPT-125M on 3 servers with more memory, no ILP; "smollm2": the measured table, widths {16, 8, 4, 3, 2};
     "opt-350m": DILEMMA's model only), a YAML path, a dict or a `PlacementQuantScenario`.
 
     ## Info
@@ -543,16 +663,27 @@ class PlacementQuantizationEnv(MaskedEnv):
 
     ## Version History
     * v0: initial version.
+    * v0, 2026-11-23: observation revised (same instances, masks, rewards and metrics): per server
+      the cheapest way back to the client and the cheapest hop away; two budget/memory globals;
+      the per-action lookahead block (`lookahead`, on by default). Agents trained on the old
+      97-feature observation do not load on it.
     """
 
     def __init__(self, scenario=None, render_mode: str | None = None, invalid_action: str = "penalize",
-                 invalid_action_penalty: float = 1.0, max_invalid_streak: int = 100) -> None:
+                 invalid_action_penalty: float = 1.0, max_invalid_streak: int = 100,
+                 reward_shaping: str = "none") -> None:
         super().__init__(render_mode, invalid_action, invalid_action_penalty, max_invalid_streak)
         self.scenario = sc = resolve_scenario(PlacementQuantScenario, ENV_KEY, scenario)
+        if reward_shaping not in REWARD_SHAPINGS:
+            raise ValueError(f"reward_shaping must be one of {REWARD_SHAPINGS}, got {reward_shaping!r}")
+        if reward_shaping == "lookahead" and not sc.lookahead:
+            raise ValueError('reward_shaping="lookahead" needs the scenario\'s lookahead on')
+        self.reward_shaping = reward_shaping
         S, B = sc.n_servers, len(sc.bits)
+        self._preferred = sc.bits.index(sc.budget_ref_bits)
         self.action_space = spaces.Discrete(S * B)
-        self._n_server_features = F = 2 * B + 3
-        n_obs = S * F + N_GLOBAL_BASE + B
+        self._n_server_features = F = 2 * B + N_SERVER_BASE
+        n_obs = S * F + N_GLOBAL_BASE + B + (S * B + 1 if sc.lookahead else 0)
         self.observation_space = spaces.Box(-1.0, 1.0, (n_obs,), np.float32)
         self._mask = np.zeros(S * B, dtype=bool)
         self._obs_buf = np.zeros(n_obs, dtype=np.float32)  # kept current step by step
@@ -563,12 +694,14 @@ class PlacementQuantizationEnv(MaskedEnv):
     def _bind_views(self) -> None:
         S, B = self.scenario.n_servers, len(self.scenario.bits)
         self._mask_sb = self._mask.reshape(S, B)  # a view: the mask by (server, width)
-        self._obs_sf = self._obs_buf[:S * self._n_server_features].reshape(S, self._n_server_features)
+        n = S * self._n_server_features
+        self._obs_sf = self._obs_buf[:n].reshape(S, self._n_server_features)
+        self._obs_glob = self._obs_buf[n: n + N_GLOBAL_BASE + B]  # then the lookahead, if any
 
     # pickle and deepcopy copy each array on its own: drop the views and bind them again
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        del state["_mask_sb"], state["_obs_sf"]
+        del state["_mask_sb"], state["_obs_sf"], state["_obs_glob"]
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -619,10 +752,19 @@ class PlacementQuantizationEnv(MaskedEnv):
         # whole smallest-width layers gained (<= 0) by placing there; -inf where the layer does not fit
         self._slots_gain = np.where(after >= -1e-6, per_after - per[:, None], -np.inf)
         self._usable_after = np.minimum(after_c, per_after * self._w_max)
+        # route features: hop + client hop through each server, hop to another server (rows: from)
+        self._exit_via = p.transfer_s + p.client_out_s[None, :]
+        self._hop_away = p.transfer_s + np.where(np.eye(p.n_servers, dtype=bool), np.inf, 0.0)
+        self._rest_preferred = tables.rest[:, self._preferred].tolist()  # later layers' error at the preferred width
+        self._slots_preferred = np.floor(free / p.mem_bytes[self._preferred] + _EPS).tolist()
         self._write_first_obs()
         if sc.solve_ilp:
             st.ilp = _solve_ilp_cached(p, sc.ilp_solver, sc.ilp_time_limit_s)
         self._update_mask()
+        self._lookahead = _Lookahead(p, self._preferred) if sc.lookahead else None
+        if sc.lookahead:
+            self._write_lookahead()
+            self._potential = -self._least_q / sc.reward_time_scale_s
         return self._obs_buf.copy(), self._info()
 
     # ------------------------------------------------------------------ step
@@ -651,9 +793,18 @@ class PlacementQuantizationEnv(MaskedEnv):
                 reward -= self.scenario.infeasible_penalty_s / self.scenario.reward_time_scale_s
         else:
             self._mask[:] = False
+        if self.scenario.lookahead:
+            self._write_lookahead()
         info = self._info()
         if terminated:
             info["episode_metrics"] = self.episode_metrics()
+        if self.reward_shaping == "lookahead":
+            # potential-based (Ng et al. 1999), phi = minus the least lookahead value (0 at the end): the
+            # return changes by -phi(first state), the same for every policy on an instance
+            info["reward_unshaped"] = float(reward)
+            potential = 0.0 if terminated else -self._least_q / self.scenario.reward_time_scale_s
+            reward += potential - self._potential
+            self._potential = potential
         return self._obs_buf.copy(), float(reward), terminated, False, info
 
     def _server_changed(self, s: int, prev: int) -> None:
@@ -666,7 +817,9 @@ class PlacementQuantizationEnv(MaskedEnv):
         f = float(st.free_bytes[s])
         per = float(math.floor(f / w_min + _EPS))
         self._per_sum += per - self._per[s]
+        room_changed = (per >= 1.0) != (self._per[s] >= 1.0)
         self._per[s] = per
+        self._slots_preferred[s] = float(math.floor(f / self._mem[self._preferred] + _EPS))
         u = per * w_max
         u = f if f <= u else u
         self._usable[s] = u
@@ -683,19 +836,76 @@ class PlacementQuantizationEnv(MaskedEnv):
             held.append(1.0 if h >= 1.0 else (h if h >= -1.0 else -1.0))
         self._slots_gain[s] = gain
         self._usable_after[s] = usable_after
-        obs, F, B = self._obs_sf, self._n_server_features, len(self._mem)
+        obs, B = self._obs_sf, len(self._mem)
         obs[s, B + 2: 2 * B + 2] = held
         obs[:, B] = self._hop_obs[s]
         if prev >= 0:
-            obs[prev, F - 1] = 0.0
-        obs[s, F - 1] = 1.0
+            obs[prev, 2 * B + 2] = 0.0
+        obs[s, 2 * B + 2] = 1.0
+        if room_changed:
+            self._write_route_features()
         k, eps, spent = st.layer, self._eps, st.spent
         used = spent / eps
         slack = (st.problem.budget - spent - self._min_rest[k]) / eps
-        g = self._obs_buf[obs.size:]
+        g = self._obs_glob
         g[:4] = (k / L, (L - k) / L, 1.0 if used >= 1.0 else (used if used >= -1.0 else -1.0),
                  1.0 if slack >= 1.0 else (slack if slack >= -1.0 else -1.0))
+        g[5:7] = self._ratios()
         g[N_GLOBAL_BASE:] = self._error_obs[k if k < L else L - 1]
+
+    def lookahead_q_values(self) -> np.ndarray:
+        """Per action: the per-token time it adds plus the estimated time to finish afterwards (see
+        `_Lookahead`), inf where masked; the observation's lookahead block shows these, relative to
+        the least and squashed."""
+        q = np.full(self._mask.size, np.inf)
+        acts = np.flatnonzero(self._mask)
+        if acts.size:
+            st = self.state
+            if self._lookahead is None:
+                self._lookahead = _Lookahead(st.problem, self._preferred)
+            q[acts] = self._lookahead.q_values(st.layer, st.prev_server, st.free_bytes, st.spent, acts)
+        return q
+
+    def _write_lookahead(self) -> None:
+        """Per action: squash(Q(a) - the least Q over the valid actions) (1 where masked), then the
+        least Q squashed (0 at the end): the time still to add, estimated (see `_Lookahead`)."""
+        n = self._mask.size
+        out = self._obs_buf[-(n + 1):]
+        acts = np.flatnonzero(self._mask)
+        if acts.size == 0:
+            out[:n], out[n] = 1.0, 0.0
+            self._least_q = 0.0
+            return
+        st = self.state
+        q = self._lookahead.q_values(st.layer, st.prev_server, st.free_bytes, st.spent, acts)
+        best = self._least_q = float(q.min())
+        scale = self.scenario.obs_time_scale_s
+        out[:n] = 1.0
+        out[acts] = squash(q - best, scale * LOOKAHEAD_DIFF_SCALE)
+        out[n] = best / (best + scale)
+
+    def _write_route_features(self) -> None:
+        """Per server t, for the servers that can still take a layer (at the smallest width): the
+        cheapest way back to the client from t (hop to u + u's client hop, u = t included) and the
+        cheapest hop from t to another server (1 when there is none). They change only when a
+        server fills up."""
+        room = np.asarray(self._per) >= 1.0
+        scale = self.scenario.obs_time_scale_s
+        B = len(self._mem)
+        for col, table in ((2 * B + 3, self._exit_via), (2 * B + 4, self._hop_away)):
+            t = np.where(room[None, :], table, np.inf).min(axis=1)
+            self._obs_sf[:, col] = np.where(np.isfinite(t), squash(np.where(np.isfinite(t), t, 0.0), scale), 1.0)
+
+    def _ratios(self) -> tuple[float, float]:
+        """Budget left / the later layers' error at the preferred width, and whole layers that fit at
+        the preferred width / layers left, each minus 1 and clipped to [-1, 1] (0: exactly enough)."""
+        st = self.state
+        k, L = st.layer, st.problem.n_layers
+        rest = self._rest_preferred[k]
+        budget = (st.problem.budget - st.spent) / rest - 1.0 if rest > 0 else 1.0
+        memory = sum(self._slots_preferred) / (L - k) - 1.0 if k < L else 1.0
+        return (1.0 if budget >= 1.0 else (budget if budget >= -1.0 else -1.0),
+                1.0 if memory >= 1.0 else (memory if memory >= -1.0 else -1.0))
 
     def _write_first_obs(self) -> None:
         """The reset's observation into the buffer; the time features are squashed once per episode."""
@@ -714,10 +924,11 @@ class PlacementQuantizationEnv(MaskedEnv):
         obs[:, B + 2: 2 * B + 2] = np.clip(np.floor(st.free_bytes[:, None] / p.mem_bytes[None, :] + _EPS) / L,
                                            -1.0, 1.0)
         obs[:, 2 * B + 2] = 0.0
+        self._write_route_features()
         slack = (p.budget - st.spent - self._min_rest[0]) / eps
-        g = self._obs_buf[obs.size:]
+        g = self._obs_glob
         g[:N_GLOBAL_BASE] = (0.0, 1.0, st.spent / eps, 1.0 if slack >= 1.0 else (slack if slack >= -1.0 else -1.0),
-                             min(L / 100.0, 1.0))
+                             min(L / 100.0, 1.0), *self._ratios())
         g[N_GLOBAL_BASE:] = self._error_obs[0]
 
     # ----------------------------------------------------------------- masks
@@ -788,6 +999,11 @@ class PlacementQuantizationEnv(MaskedEnv):
         per[:, B + 1] = squash(p.client_out_s, scale)
         per[:, B + 2: 2 * B + 2] = np.floor(st.free_bytes[:, None] / p.mem_bytes[None, :] + _EPS) / L
         per[:, 2 * B + 2] = prev
+        room = np.floor(st.free_bytes / p.mem_bytes.min() + _EPS) >= 1.0
+        for col, table in ((2 * B + 3, p.transfer_s + p.client_out_s[None, :]),
+                           (2 * B + 4, p.transfer_s + np.where(np.eye(S, dtype=bool), np.inf, 0.0))):
+            t = np.where(room[None, :], table, np.inf).min(axis=1)
+            per[:, col] = np.where(np.isfinite(t), squash(np.where(np.isfinite(t), t, 0.0), scale), 1.0)
         eps = max(p.budget, 1e-12)
         glob = np.empty(N_GLOBAL_BASE + B)
         glob[0] = st.layer / L
@@ -795,8 +1011,23 @@ class PlacementQuantizationEnv(MaskedEnv):
         glob[2] = st.spent / eps
         glob[3] = (p.budget - st.spent - self._min_rest[st.layer]) / eps
         glob[4] = L / 100.0
+        k, w = st.layer, self._preferred
+        rest = float(self._tables.rest[k, w])
+        slots = np.floor(st.free_bytes / p.mem_bytes[w] + _EPS).sum()
+        glob[5] = (p.budget - st.spent) / rest - 1.0 if rest > 0 else 1.0
+        glob[6] = slots / (L - k) - 1.0 if k < L else 1.0
         glob[N_GLOBAL_BASE:] = squash(p.error[l] * L / eps, 1.0)
-        obs = np.concatenate([per.ravel(), glob]).astype(np.float32)
+        parts = [per.ravel(), glob]
+        if sc.lookahead:
+            look = np.ones(S * B + 1)
+            acts = np.flatnonzero(self._mask)
+            look[-1] = 0.0
+            if acts.size:
+                q = self._lookahead.q_values(st.layer, st.prev_server, st.free_bytes, st.spent, acts)
+                look[acts] = squash(q - q.min(), scale * LOOKAHEAD_DIFF_SCALE)
+                look[-1] = squash(q.min(), scale)
+            parts.append(look)
+        obs = np.concatenate(parts).astype(np.float32)
         return np.clip(obs, -1.0, 1.0, out=obs)
 
     def _info(self) -> dict:
