@@ -277,62 +277,126 @@ class _Lookahead:
         imm = self.compute[b, s] + self.hop_from[prev, s]
         if layer == L - 1:
             return imm + p.client_out_s[s]
-        V = len(self.reserve)
-        R = len(acts) * V
-        rows = np.arange(R)
-        at = np.repeat(s, V)
-        fr = np.repeat(free[None, :], R, axis=0)
-        fr[rows, at] -= np.repeat(mem[b], V)
-        x = np.tile(self.reserve, len(acts))
-        rr = rows[x >= 0]
-        xr = x[rr]
-        fr[rr, xr] -= mem[self.pref]
+        rows, base, rep, rr, xsel, base_rr = _lookahead_rows(len(acts), len(self.reserve), S)
+        R = rows.size
+        at = s.take(rep)
+        fr = np.empty((R, S))
+        fr[:] = free
+        flat = fr.reshape(-1)  # a view
+        flat[base + at] -= mem.take(b.take(rep))
+        m_pref = mem[self.pref]
+        res = base_rr + self.reserve.take(xsel)  # the held-back layer's (row, server), flat
+        flat[res] -= m_pref
         ok = np.ones(R, dtype=bool)
-        ok[rr] = fr[rr, xr] >= -1e-6
+        ok[rr] = flat.take(res) >= -1e-6
         k = layer + 1
         # the upgraded prefix: layers k .. end_up - 1 (while the rest at preferred would break the budget)
-        spent_r = np.repeat(spent + p.error[layer, b], V)
+        spent_r = (spent + p.error[layer].take(b)).take(rep)
         end_up = np.maximum(np.searchsorted(self.neg_g, spent_r - self.limit - self.cum_up[k]), k)
         last_up = int(end_up.max())
+        # same-shape operands throughout: numpy broadcasts a scalar or a row slower than it adds two arrays
+        planes = _const_planes(L, R, S)  # planes[c]: an (R, S) array of c
+        comp = np.empty((R, S))  # each row's compute time per server at its width
+        size = np.empty((R, S))  # each row's layer bytes at its width
+        comp_pref, m_pref = self.compute[self.pref], mem[self.pref]
+        if last_up > k:  # the upgraded prefix: per row, one width up until end_up
+            on_up = (end_up > k)[:, None]
+            np.copyto(comp, np.where(on_up, self.compute[self.up], comp_pref))
+            np.copyto(size, np.where(on_up, mem[self.up], m_pref))
+            switch = [int(e) for e in np.unique(end_up) if k < e < last_up]
+        else:
+            comp[:] = comp_pref
+            size[:] = m_pref
         total = np.zeros(R)
-        flat = fr.reshape(-1)  # a view
-        base = rows * S
+        hop = np.empty((R, S))
+        room = np.empty((R, S))
+        score = np.empty((R, S))
+        cost = np.empty((R, S))
+        full = np.empty((R, S), dtype=bool)
+        cost_flat, score_flat, size_flat = cost.reshape(-1), score.reshape(-1), size.reshape(-1)
+        hop_from, eps, one = self.hop_from, planes[0], planes[1]
         for j in range(k, L):
-            if j < last_up:
-                w = np.where(j < end_up, self.up, self.pref)
-                comp, size = self.compute[w], mem[w][:, None]
-            else:
-                w = self.pref
-                comp, size = self.compute[w], mem[w]
-            hop = self.hop_from.take(at, axis=0)
+            prefix = j < last_up
+            if prefix and j in switch:
+                now = np.flatnonzero(end_up == j)
+                comp[now] = comp_pref
+                size[now] = m_pref
+            elif j == last_up and last_up > k:
+                comp[:] = comp_pref
+                size[:] = m_pref
+            hop_from.take(at, axis=0, out=hop)
             if j == L - 1:
-                flat[rr * S + xr] += mem[self.pref]
-            room = np.floor((fr + 1e-6) / size)  # whole layers that fit
-            cost = comp + hop
+                flat[res] += m_pref
+            np.add(fr, eps, out=room)
+            np.divide(room, size, out=room)
+            np.floor(room, out=room)  # whole layers that fit
+            np.add(comp, hop, out=cost)
             if j < L - 1:
-                score = hop / np.maximum(np.minimum(room, L - 1 - j), 1.0)
-                score += comp
+                np.less(room, one, out=full)
+                np.minimum(room, planes[L - 1 - j], out=room)
+                np.maximum(room, one, out=room)
+                np.divide(hop, room, out=score)
+                np.add(score, comp, out=score)
             else:
-                score = cost + p.client_out_s
+                np.add(cost, p.client_out_s, out=score)
                 room[rr] = 0.0
-                room[rr, xr] = 1.0
-            np.copyto(score, np.inf, where=room < 1.0)
+                room.reshape(-1)[res] = 1.0
+                np.less(room, one, out=full)
+            np.putmask(score, full, np.inf)
             t = score.argmin(axis=1)
             idx = base + t
-            if score.reshape(-1).take(idx).max() == np.inf:  # nothing fits: the smallest width, then any
-                stuck = np.flatnonzero(score.reshape(-1).take(idx) == np.inf)
+            w = size_flat.take(idx) if prefix else m_pref  # the bytes each row's layer takes
+            if np.maximum.reduce(score_flat.take(idx)) == np.inf:  # nothing fits: the smallest width, then any
+                stuck = np.flatnonzero(score_flat.take(idx) == np.inf)
                 c_small = self.compute[self.small] + hop[stuck] + (p.client_out_s if j == L - 1 else 0.0)
                 c2 = np.where(fr[stuck] >= mem[self.small] - 1e-6, c_small, np.inf)
                 c2 = np.where(np.isinf(c2).all(axis=1)[:, None], c_small, c2)
                 t[stuck] = c2.argmin(axis=1)
                 cost[stuck] = c_small - (p.client_out_s if j == L - 1 else 0.0)
                 w = np.broadcast_to(w, (R,)).copy()
-                w[stuck] = self.small
+                w[stuck] = mem[self.small]
                 idx = base + t
-            total += cost.reshape(-1).take(idx)
-            flat[idx] -= mem[w]
+            np.add(total, cost_flat.take(idx), out=total)
+            flat[idx] -= w
             at = t
-        return imm + (np.where(ok, total, np.inf) + p.client_out_s[at]).reshape(-1, V).min(axis=1)
+        return imm + (np.where(ok, total, np.inf) + p.client_out_s[at]).reshape(-1, len(self.reserve)).min(axis=1)
+
+
+_CONST_PLANES: dict = {}
+
+
+def _const_planes(L: int, R: int, S: int) -> np.ndarray:
+    """(L, R, S) read-only: plane 0 holds 1e-6, plane c >= 1 holds float(c) (`q_values`'s constants,
+    as arrays of its operands' shape); a view of one table per S, grown as needed."""
+    t = _CONST_PLANES.get(S)
+    if t is None or t.shape[0] < L or t.shape[1] < R:
+        n_l, n_r = max(L, 32, 0 if t is None else t.shape[0]), max(R, 64, 0 if t is None else t.shape[1])
+        t = np.empty((n_l, n_r, S))
+        t[:] = np.arange(n_l, dtype=float)[:, None, None]
+        t[0] = 1e-6
+        t.setflags(write=False)
+        _CONST_PLANES[S] = t
+    return t[:L, :R]
+
+_LOOKAHEAD_ROWS: dict = {}
+
+
+def _lookahead_rows(n: int, V: int, S: int) -> tuple[np.ndarray, ...]:
+    """Index arrays of `_Lookahead.q_values` for n actions x V variants x S servers, built once
+    (read-only): rows, rows x S (flat offsets), each row's action, the rows holding a layer back
+    (variant > 0), their variant and their flat offsets."""
+    key = (n, V, S)
+    out = _LOOKAHEAD_ROWS.get(key)
+    if out is None:
+        rows = np.arange(n * V)
+        rr = rows[rows % V != 0]
+        out = (rows, rows * S, np.repeat(np.arange(n), V), rr, rr % V, rr * S)
+        for a in out:
+            a.setflags(write=False)
+        if len(_LOOKAHEAD_ROWS) >= 4096:
+            _LOOKAHEAD_ROWS.clear()
+        _LOOKAHEAD_ROWS[key] = out
+    return out
 
 
 @dataclass(frozen=True)
