@@ -262,104 +262,117 @@ class _Lookahead:
         self.p, self.pref, self.up, self.small = p, preferred, max(preferred - 1, 0), B - 1
         self.hop_from = np.vstack([p.transfer_s, p.client_in_s[None, :]])  # (S + 1, S); row S: the client
         self.compute = np.ascontiguousarray(p.compute_s.T)  # (B, S)
-        self.cost_last = self.compute[:, None, :] + self.hop_from[None, :, :] + p.client_out_s  # (B, S + 1, S)
         rest = np.concatenate([np.cumsum(p.error[::-1, preferred])[::-1], [0.0]])  # layers j.. at preferred
         self.cum_up = np.concatenate([[0.0], np.cumsum(p.error[:, self.up])])  # layers ..j-1 one width up
         self.neg_g = -(self.cum_up + rest)  # nondecreasing in j: where the upgraded prefix can end
         self.limit = p.budget * (1 + 1e-12)
         self.reserve = np.concatenate([[-1], np.argsort(p.client_out_s, kind="stable")[:LOOKAHEAD_RESERVE]])
+        self.compute_by_action = p.compute_s.reshape(-1)  # action s * B + b -> compute_s[s, b]
+        self.server_of, self.width_of = np.divmod(np.arange(p.n_servers * B), B)
+        self._bufs: dict = {}  # work arrays by row count, reused between calls
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_bufs"] = {}
+        return state
 
     def q_values(self, layer: int, prev: int, free: np.ndarray, spent: float, acts: np.ndarray) -> np.ndarray:
-        """Q of the valid actions `acts` at `layer` (the previous layer on `prev`, -1: the client)."""
+        """Q of the valid actions `acts` at `layer` (the previous layer on `prev`, -1: the client).
+
+        The float operations, element by element and in order, of the plain numpy version (kept in
+        tests/test_placement_quant.py as the reference); written for speed: numpy broadcasts a
+        scalar or a row over an (R, S) array slower than it combines two (R, S) arrays, so constants
+        come as arrays of that shape and work arrays are reused."""
         p = self.p
         L, S, B, mem = p.n_layers, p.n_servers, p.n_bits, p.mem_bytes
-        s, b = np.divmod(acts, B)
-        imm = self.compute[b, s] + self.hop_from[prev, s]
+        s, b = self.server_of.take(acts), self.width_of.take(acts)
+        imm = self.compute_by_action.take(acts) + self.hop_from[prev].take(s)
         if layer == L - 1:
-            return imm + p.client_out_s[s]
-        rows, base, rep, rr, xsel, base_rr = _lookahead_rows(len(acts), len(self.reserve), S)
+            return imm + p.client_out_s.take(s)
+        V = len(self.reserve)
+        rows, base, rep, rr, xsel, base_rr = _lookahead_rows(len(acts), V, S)
         R = rows.size
+        bufs = self._bufs.get(R)
+        if bufs is None:
+            bufs = self._bufs[R] = tuple(np.empty((R, S)) for _ in range(7)) + (np.empty((R, S), dtype=bool),)
+        fr, comp, size, hop, room, score, cost, full = bufs
         at = s.take(rep)
-        fr = np.empty((R, S))
         fr[:] = free
         flat = fr.reshape(-1)  # a view
         flat[base + at] -= mem.take(b.take(rep))
         m_pref = mem[self.pref]
         res = base_rr + self.reserve.take(xsel)  # the held-back layer's (row, server), flat
         flat[res] -= m_pref
-        ok = np.ones(R, dtype=bool)
-        ok[rr] = flat.take(res) >= -1e-6
+        no_room = rr[flat.take(res) < -1e-6]  # rows whose held-back layer does not fit: Q = inf
         k = layer + 1
         # the upgraded prefix: layers k .. end_up - 1 (while the rest at preferred would break the budget)
-        spent_r = (spent + p.error[layer].take(b)).take(rep)
-        end_up = np.maximum(np.searchsorted(self.neg_g, spent_r - self.limit - self.cum_up[k]), k)
-        last_up = int(end_up.max())
-        # same-shape operands throughout: numpy broadcasts a scalar or a row slower than it adds two arrays
+        # per action, then per row; values below k act as k in every comparison below
+        end_up = np.searchsorted(self.neg_g, (spent + p.error[layer].take(b)) - self.limit - self.cum_up[k])
+        ends = set(end_up.tolist())
+        last_up = max(max(ends), k)
         planes = _const_planes(L, R, S)  # planes[c]: an (R, S) array of c
-        comp = np.empty((R, S))  # each row's compute time per server at its width
-        size = np.empty((R, S))  # each row's layer bytes at its width
-        comp_pref, m_pref = self.compute[self.pref], mem[self.pref]
-        if last_up > k:  # the upgraded prefix: per row, one width up until end_up
-            on_up = (end_up > k)[:, None]
-            np.copyto(comp, np.where(on_up, self.compute[self.up], comp_pref))
-            np.copyto(size, np.where(on_up, mem[self.up], m_pref))
-            switch = [int(e) for e in np.unique(end_up) if k < e < last_up]
-        else:
-            comp[:] = comp_pref
-            size[:] = m_pref
+        comp_pref = self.compute[self.pref]
+        comp[:] = comp_pref
+        size[:] = m_pref
+        if last_up > k:  # per row: compute time and bytes of one width up until end_up
+            end_up = end_up.take(rep)
+            ups = np.flatnonzero(end_up > k)
+            comp[ups] = self.compute[self.up]
+            size[ups] = mem[self.up]
+            switch = [e for e in ends if k < e < last_up]
         total = np.zeros(R)
-        hop = np.empty((R, S))
-        room = np.empty((R, S))
-        score = np.empty((R, S))
-        cost = np.empty((R, S))
-        full = np.empty((R, S), dtype=bool)
         cost_flat, score_flat, size_flat = cost.reshape(-1), score.reshape(-1), size.reshape(-1)
         hop_from, eps, one = self.hop_from, planes[0], planes[1]
-        for j in range(k, L):
-            prefix = j < last_up
-            if prefix and j in switch:
-                now = np.flatnonzero(end_up == j)
-                comp[now] = comp_pref
-                size[now] = m_pref
-            elif j == last_up and last_up > k:
-                comp[:] = comp_pref
-                size[:] = m_pref
-            hop_from.take(at, axis=0, out=hop)
-            if j == L - 1:
-                flat[res] += m_pref
-            np.add(fr, eps, out=room)
-            np.divide(room, size, out=room)
-            np.floor(room, out=room)  # whole layers that fit
-            np.add(comp, hop, out=cost)
-            if j < L - 1:
-                np.less(room, one, out=full)
-                np.minimum(room, planes[L - 1 - j], out=room)
-                np.maximum(room, one, out=room)
-                np.divide(hop, room, out=score)
-                np.add(score, comp, out=score)
-            else:
-                np.add(cost, p.client_out_s, out=score)
-                room[rr] = 0.0
-                room.reshape(-1)[res] = 1.0
-                np.less(room, one, out=full)
-            np.putmask(score, full, np.inf)
-            t = score.argmin(axis=1)
-            idx = base + t
-            w = size_flat.take(idx) if prefix else m_pref  # the bytes each row's layer takes
-            if np.maximum.reduce(score_flat.take(idx)) == np.inf:  # nothing fits: the smallest width, then any
-                stuck = np.flatnonzero(score_flat.take(idx) == np.inf)
-                c_small = self.compute[self.small] + hop[stuck] + (p.client_out_s if j == L - 1 else 0.0)
-                c2 = np.where(fr[stuck] >= mem[self.small] - 1e-6, c_small, np.inf)
-                c2 = np.where(np.isinf(c2).all(axis=1)[:, None], c_small, c2)
-                t[stuck] = c2.argmin(axis=1)
-                cost[stuck] = c_small - (p.client_out_s if j == L - 1 else 0.0)
-                w = np.broadcast_to(w, (R,)).copy()
-                w[stuck] = mem[self.small]
+        add, divide, less, take = np.add, np.divide, np.less, cost_flat.take
+        with np.errstate(divide="ignore", invalid="ignore"):  # hop / room where room < 1: masked below
+            for j in range(k, L):
+                prefix = j < last_up
+                if prefix and j in switch:
+                    now = np.flatnonzero(end_up == j)
+                    comp[now] = comp_pref
+                    size[now] = m_pref
+                elif j == last_up and last_up > k:
+                    comp[:] = comp_pref
+                    size[:] = m_pref
+                hop_from.take(at, axis=0, out=hop)
+                if j == L - 1:
+                    flat[res] += m_pref
+                add(fr, eps, out=room)
+                divide(room, size, out=room)
+                np.floor(room, out=room)  # whole layers that fit
+                add(comp, hop, out=cost)
+                if j < L - 1:
+                    # hop / max(min(room, layers left before the last), 1) + compute; the max only
+                    # changes cells with room < 1, which become inf
+                    less(room, one, out=full)
+                    np.minimum(room, planes[L - 1 - j], out=room)
+                    divide(hop, room, out=score)
+                    add(score, comp, out=score)
+                else:
+                    np.add(cost, p.client_out_s, out=score)
+                    room[rr] = 0.0
+                    room.reshape(-1)[res] = 1.0
+                    np.less(room, one, out=full)
+                np.putmask(score, full, np.inf)
+                t = score.argmin(axis=1)
                 idx = base + t
-            np.add(total, cost_flat.take(idx), out=total)
-            flat[idx] -= w
-            at = t
-        return imm + (np.where(ok, total, np.inf) + p.client_out_s[at]).reshape(-1, len(self.reserve)).min(axis=1)
+                w = size_flat.take(idx) if prefix else m_pref  # the bytes each row's layer takes
+                if np.maximum.reduce(score_flat.take(idx)) == np.inf:  # nothing fits: the smallest width, then any
+                    stuck = np.flatnonzero(score_flat.take(idx) == np.inf)
+                    c_small = self.compute[self.small] + hop[stuck] + (p.client_out_s if j == L - 1 else 0.0)
+                    c2 = np.where(fr[stuck] >= mem[self.small] - 1e-6, c_small, np.inf)
+                    c2 = np.where(np.isinf(c2).all(axis=1)[:, None], c_small, c2)
+                    t[stuck] = c2.argmin(axis=1)
+                    cost[stuck] = c_small - (p.client_out_s if j == L - 1 else 0.0)
+                    w = np.broadcast_to(w, (R,)).copy()
+                    w[stuck] = mem[self.small]
+                    idx = base + t
+                add(total, take(idx), out=total)
+                flat[idx] -= w
+                at = t
+        total[no_room] = np.inf
+        total += p.client_out_s.take(at)
+        return imm + np.minimum.reduce(total.reshape(-1, V), axis=1)
 
 
 _CONST_PLANES: dict = {}
