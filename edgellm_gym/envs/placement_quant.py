@@ -279,10 +279,10 @@ class _Lookahead:
     def q_values(self, layer: int, prev: int, free: np.ndarray, spent: float, acts: np.ndarray) -> np.ndarray:
         """Q of the valid actions `acts` at `layer` (the previous layer on `prev`, -1: the client).
 
-        The float operations, element by element and in order, of the plain numpy version (kept in
-        tests/test_placement_quant.py as the reference); written for speed: numpy broadcasts a
-        scalar or a row over an (R, S) array slower than it combines two (R, S) arrays, so constants
-        come as arrays of that shape and work arrays are reused."""
+        The float operations, element by element and in order, of the plain numpy version it replaced
+        (commit 6152f7a; the golden trajectories, which include the observation, pin them); written
+        for speed: numpy broadcasts a scalar or a row over an (R, S) array slower than it combines two
+        (R, S) arrays, so constants come as arrays of that shape and work arrays are reused."""
         p = self.p
         L, S, B, mem = p.n_layers, p.n_servers, p.n_bits, p.mem_bytes
         s, b = self.server_of.take(acts), self.width_of.take(acts)
