@@ -254,7 +254,7 @@ class _Lookahead:
     Q is the least over 1 + LOOKAHEAD_RESERVE variants: as is, or with one preferred-width layer of
     memory held back from the start on one of the LOOKAHEAD_RESERVE servers with the cheapest client
     hop, where the last layer then goes (a route that comes back to a cheap exit). Vectorised over
-    (action, variant) rows: a few numpy calls per later layer.
+    (action, variant) rows: about 15 numpy calls per later layer.
     """
 
     def __init__(self, p: PlacementProblem, preferred: int) -> None:
@@ -432,7 +432,7 @@ class PlacementQuantScenario:
     RL training; the "default-ilp" preset turns it on for evaluation.
     `lookahead` adds the per-action lookahead block to the observation (see the env's Observation
     Space): what a learned agent needs to plan a route, at a cost (a numpy pass per later layer,
-    several times the rest of a step; off, the env steps about 7x faster).
+    several times the rest of a step; off, the env steps about 6x faster).
     """
 
     models: tuple[str, ...] = ("opt-350m", "opt-125m", "qwen2-0.5b", "smollm2-135m")
