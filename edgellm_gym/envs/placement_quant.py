@@ -814,7 +814,6 @@ class PlacementQuantizationEnv(MaskedEnv):
         self._budget_ok_below = p.budget * (1 + 1e-12) + 1e-15
         self._joint_ok_below = p.budget * (1 + 1e-9) + 1e-12
         self._transfer_s = 0.0
-        self._dead_end = False
         # per server: whole layers at the smallest width, bytes usable by later layers (see
         # _update_mask), and the same after placing the current layer there at each width
         free = st.free_bytes
@@ -866,7 +865,7 @@ class PlacementQuantizationEnv(MaskedEnv):
         if not terminated:
             self._update_mask()
             if not self._mask.any():
-                self._dead_end = terminated = True
+                terminated = True
                 reward -= self.scenario.infeasible_penalty_s / self.scenario.reward_time_scale_s
         else:
             self._mask[:] = False
