@@ -38,6 +38,23 @@ class MaskedEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    # attributes that are views into other arrays: pickle and deepcopy copy each array on its own,
+    # so a copied view stops sharing memory with its base. They are dropped from the pickled state
+    # and rebuilt by `_build_views()` after unpickling.
+    _VIEWS: tuple[str, ...] = ()
+
+    def _build_views(self) -> None:
+        """Bind the attributes named in `_VIEWS` (subclasses with views override this)."""
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for name in self._VIEWS:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._build_views()
 
     def __init__(
         self,

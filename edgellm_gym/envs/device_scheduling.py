@@ -202,6 +202,8 @@ class DeviceSchedulingEnv(MaskedEnv):
         self._build_views()
         self.state: SchedulingState | None = None
 
+    _VIEWS = ("_masks", "_obs_views", "_mask", "_remaining_col")
+
     def _build_views(self) -> None:
         """Views the step path reuses (per queue length m): built here, not per step, and rebuilt
         after unpickling or deep-copying (a copied view no longer shares its base's memory)."""
@@ -218,16 +220,6 @@ class DeviceSchedulingEnv(MaskedEnv):
         st = getattr(self, "state", None)
         self._mask = self._masks[len(st.queue) if st is not None else 0]
         self._remaining_col = st.table[:, 0] if st is not None else None
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        for name in ("_masks", "_obs_views", "_mask", "_remaining_col"):
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._build_views()
 
     # ----------------------------------------------------------------- reset
     def reset(self, *, seed: int | None = None, options: dict | None = None):

@@ -424,6 +424,8 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         self._record_segments = render_mode == "rgb_array"  # the timeline only an rgb frame draws
         self.state: EdgeCloudState | None = None
 
+    _VIEWS = ("_obs_head", "_obs_flat", "_obs_act")
+
     def _build_views(self) -> None:
         """Views of the observation buffer the step path writes through; rebuilt after unpickling
         or deep-copying (a copied view no longer shares its base's memory)."""
@@ -431,16 +433,6 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         self._obs_head = self._obs_buf[:head]
         self._obs_flat = self._obs_buf[head:]
         self._obs_act = self._obs_flat.reshape(self.scenario.n_edge + 1, N_ACTION_FEATURES)
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        for name in ("_obs_head", "_obs_flat", "_obs_act"):
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._build_views()
 
     # ----------------------------------------------------------------- reset
     def reset(self, *, seed: int | None = None, options: dict | None = None):

@@ -764,26 +764,18 @@ class PlacementQuantizationEnv(MaskedEnv):
         self.observation_space = spaces.Box(-1.0, 1.0, (n_obs,), np.float32)
         self._mask = np.zeros(S * B, dtype=bool)
         self._obs_buf = np.zeros(n_obs, dtype=np.float32)  # kept current step by step
-        self._bind_views()
+        self._build_views()
         self._sampler = _sampler(sc)  # the scenario's constants, computed once
         self.state: PlacementQuantState | None = None
 
-    def _bind_views(self) -> None:
+    _VIEWS = ("_mask_sb", "_obs_sf", "_obs_glob")
+
+    def _build_views(self) -> None:
         S, B = self.scenario.n_servers, len(self.scenario.bits)
         self._mask_sb = self._mask.reshape(S, B)  # a view: the mask by (server, width)
         n = S * self._n_server_features
         self._obs_sf = self._obs_buf[:n].reshape(S, self._n_server_features)
         self._obs_glob = self._obs_buf[n: n + N_GLOBAL_BASE + B]  # then the lookahead, if any
-
-    # pickle and deepcopy copy each array on its own: drop the views and bind them again
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        del state["_mask_sb"], state["_obs_sf"], state["_obs_glob"]
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._bind_views()
 
     # ----------------------------------------------------------------- reset
     def reset(self, *, seed: int | None = None, options: dict | None = None):

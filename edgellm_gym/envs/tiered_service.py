@@ -437,7 +437,8 @@ class TieredServiceEnv(MaskedEnv):
         self._build_views()
         self.state: TieredState | None = None
 
-    _VIEWS = ("_pairs_mask", "_x", "_x_node", "_used_share", "_left", "_keep", "_earns", "_ahead_push_col", "_room_col", "_ahead_pairs", "_push_pairs", "_room_pairs")
+    _VIEWS = ("_pairs_mask", "_x", "_x_node", "_used_share", "_left", "_keep", "_earns", "_ahead_push_col",
+              "_room_col", "_ahead_pairs", "_push_pairs", "_room_pairs")
 
     def _build_views(self) -> None:
         """Views into the buffers (rebuilt after unpickling: a copy does not keep views as views)."""
@@ -452,16 +453,6 @@ class TieredServiceEnv(MaskedEnv):
         self._ahead_pairs, self._push_pairs, self._room_pairs = self._node_terms_pairs
         self._keep = self._keep_flat.reshape(n, m)
         self._earns = self._earns_flat.reshape(n, m)
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        for name in self._VIEWS:
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._build_views()
 
     # ----------------------------------------------------------------- reset
     def reset(self, *, seed: int | None = None, options: dict | None = None):
