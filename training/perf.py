@@ -3,7 +3,9 @@
 Each env is stepped with uniformly random *valid* actions (drawn from the mask,
 as a masked agent acts) through the raw env (`.unwrapped`, no checker
 wrappers), resetting at episode ends; CartPole-v1 with random actions likewise.
-Action drawing is included in the timing for both. Also measured: Gymnasium's
+Action drawing is included in the timing for both, done the same cheap way for
+both (`_Draws`: uniforms drawn in blocks; rejection sampling on the mask), so
+the ratio is about the envs. Also measured: Gymnasium's
 `make_vec` (sync, 8 copies) and SB3's SubprocVecEnv (2 processes), in steps of
 one copy per second summed over copies.
 
@@ -26,21 +28,47 @@ import edgellm_gym
 __all__ = ["steps_per_second", "cartpole_steps_per_second", "vec_steps_per_second", "step_split", "main"]
 
 
-def _random_valid(rng: np.random.Generator, mask: np.ndarray) -> int:
-    valid = np.flatnonzero(mask)
-    return int(valid[rng.integers(valid.size)])
+class _Draws:
+    """Uniformly random actions for the timing loops, as cheap as Python allows, so that the
+    figures measure the env rather than the drawing: uniforms come from a numpy Generator in
+    blocks (as a Python list); `valid(mask)` is rejection sampling (a uniform index, kept if the
+    mask allows it; after 4 misses a uniform pick among the allowed ones: either way uniform over
+    the valid actions); `any(n)` is a uniform index below n (CartPole's draw)."""
+
+    BLOCK = 4096
+
+    def __init__(self, seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+        self._u: list[float] = []
+
+    def _next(self) -> float:
+        if not self._u:
+            self._u = self._rng.random(self.BLOCK).tolist()
+        return self._u.pop()
+
+    def any(self, n: int) -> int:
+        return int(self._next() * n)
+
+    def valid(self, mask: np.ndarray) -> int:
+        n = mask.size
+        for _ in range(4):
+            a = int(self._next() * n)
+            if mask[a]:
+                return a
+        allowed = np.flatnonzero(mask)
+        return int(allowed[int(self._next() * allowed.size)])
 
 
 def steps_per_second(env_id: str, seconds: float = 2.0, scenario: str | None = None, seed: int = 0) -> float:
     """Single-env steps/s with random masked actions (resets included)."""
     env = gym.make(env_id, **({"scenario": scenario} if scenario else {})).unwrapped
-    rng = np.random.default_rng(seed)
+    draws = _Draws(seed)
     _, info = env.reset(seed=seed)
     steps, t0 = 0, time.perf_counter()
     deadline = t0 + seconds
     while True:
         for _ in range(256):
-            _, _, term, trunc, info = env.step(_random_valid(rng, info["action_mask"]))
+            _, _, term, trunc, info = env.step(draws.valid(info["action_mask"]))
             if term or trunc:
                 _, info = env.reset()
         steps += 256
@@ -52,13 +80,13 @@ def steps_per_second(env_id: str, seconds: float = 2.0, scenario: str | None = N
 def cartpole_steps_per_second(seconds: float = 2.0, seed: int = 0) -> float:
     """CartPole-v1 steps/s with random actions, measured the same way."""
     env = gym.make("CartPole-v1").unwrapped
-    rng = np.random.default_rng(seed)
+    draws = _Draws(seed)
     env.reset(seed=seed)
     steps, t0 = 0, time.perf_counter()
     deadline = t0 + seconds
     while True:
         for _ in range(256):
-            _, _, term, trunc, _ = env.step(int(rng.integers(2)))
+            _, _, term, trunc, _ = env.step(draws.any(2))
             if term or trunc:
                 env.reset()
         steps += 256
@@ -69,7 +97,7 @@ def cartpole_steps_per_second(seconds: float = 2.0, seed: int = 0) -> float:
 
 def vec_steps_per_second(env_id: str, kind: str, n_envs: int, seconds: float = 2.0) -> float:
     """Total env steps/s of a vector env: gymnasium "sync" make_vec or SB3 "subproc"."""
-    rng = np.random.default_rng(0)
+    draws = _Draws(0)
     if kind == "sync":
         envs = gym.make_vec(env_id, num_envs=n_envs, vectorization_mode="sync")
         _, info = envs.reset(seed=0)
@@ -77,7 +105,7 @@ def vec_steps_per_second(env_id: str, kind: str, n_envs: int, seconds: float = 2
         def step():
             nonlocal info
             masks = info["action_mask"]
-            acts = np.array([_random_valid(rng, m) if m.any() else 0 for m in masks])
+            acts = np.array([draws.valid(m) if m.any() else 0 for m in masks])
             _, _, _, _, info = envs.step(acts)
     elif kind == "subproc":
         from stable_baselines3.common.env_util import make_vec_env
@@ -89,7 +117,7 @@ def vec_steps_per_second(env_id: str, kind: str, n_envs: int, seconds: float = 2
 
         def step():
             masks = envs.env_method("action_masks")
-            envs.step(np.array([_random_valid(rng, m) for m in masks]))
+            envs.step(np.array([draws.valid(m) for m in masks]))
     else:
         raise ValueError(f"kind must be 'sync' or 'subproc', got {kind!r}")
     steps, t0 = 0, time.perf_counter()
@@ -106,16 +134,16 @@ def step_split(env_id: str, steps: int = 20_000, seed: int = 0, repeats: int = 5
     draws them), split into: `env_us` (`step` and `reset` alone, replaying the recorded actions;
     resets spread over the steps), `draw_us` (drawing the actions from the recorded masks) and
     `reset_us` (one reset). Best of `repeats` timings each (the least disturbed by other load).
-    `env_id` "CartPole-v1" draws `rng.integers(2)` as `cartpole_steps_per_second` does."""
+    `env_id` "CartPole-v1" draws `any(2)` as `cartpole_steps_per_second` does."""
     cartpole = env_id == "CartPole-v1"
     env = gym.make(env_id).unwrapped
-    rng = np.random.default_rng(seed)
+    draws = _Draws(seed)
     _, info = env.reset(seed=seed)
     actions, masks, resets = [], [], 0
     for _ in range(steps):
         if not cartpole:
             masks.append(info["action_mask"])
-        a = int(rng.integers(2)) if cartpole else _random_valid(rng, info["action_mask"])
+        a = draws.any(2) if cartpole else draws.valid(info["action_mask"])
         _, _, term, trunc, info = env.step(a)
         actions.append(a)
         if term or trunc:
@@ -134,14 +162,14 @@ def step_split(env_id: str, steps: int = 20_000, seed: int = 0, repeats: int = 5
         return time.perf_counter() - t0
 
     def draw() -> float:
-        r = np.random.default_rng(seed)
+        r = _Draws(seed)
         t0 = time.perf_counter()
         if cartpole:
             for _ in range(steps):
-                int(r.integers(2))
+                r.any(2)
         else:
             for m in masks:
-                _random_valid(r, m)
+                r.valid(m)
         return time.perf_counter() - t0
 
     def one_reset() -> float:

@@ -1,0 +1,21 @@
+"""The one place for compiled step kernels' options: `njit` is numba's, with our settings.
+
+- `cache=True`: compiled code is written beside the module (`__pycache__`), so a new process
+  (a SubprocVecEnv worker, a test worker) loads it instead of compiling again.
+- `error_model="numpy"`: float division by zero gives inf/nan as numpy does, not an exception.
+- no `fastmath`: every float operation is done as written, in order (IEEE, no reassociation, no
+  fused multiply-add), so a kernel gives the bits of the numpy code it replaces.
+
+Debugging: `NUMBA_DISABLE_JIT=1` runs every kernel as plain Python (slow, same results).
+"""
+
+from __future__ import annotations
+
+import numba
+
+__all__ = ["njit"]
+
+
+def njit(fn):
+    """Compile `fn` in nopython mode with the options above."""
+    return numba.njit(cache=True, error_model="numpy", nogil=True)(fn)
