@@ -13,6 +13,7 @@ from ..catalog import DEVICES, get_device, get_model
 from ..quantization import SUPPORTED_BITS, error_source, error_table, quantization_ratio
 from ..scenario import register_preset, require, resolve_scenario
 from .base import MaskedEnv, squash
+from .placement_quant_kernels import lookahead_q
 
 __all__ = [
     "PlacementProblem",
@@ -253,163 +254,37 @@ class _Lookahead:
     nothing fits (and regardless of memory where even that does not fit: an estimate, not a plan).
     Q is the least over 1 + LOOKAHEAD_RESERVE variants: as is, or with one preferred-width layer of
     memory held back from the start on one of the LOOKAHEAD_RESERVE servers with the cheapest client
-    hop, where the last layer then goes (a route that comes back to a cheap exit). Vectorised over
-    (action, variant) rows: about 15 numpy calls per later layer.
+    hop, where the last layer then goes (a route that comes back to a cheap exit). Computed by the
+    compiled kernel `lookahead_q`: per (action, variant), later layers x servers of work.
     """
 
     def __init__(self, p: PlacementProblem, preferred: int) -> None:
-        B = p.n_bits
-        self.p, self.pref, self.up, self.small = p, preferred, max(preferred - 1, 0), B - 1
+        self.pref, self.up, self.small = preferred, max(preferred - 1, 0), p.n_bits - 1
+        # own writable C-ordered float64 copies: the kernel then compiles once for every instance
         self.hop_from = np.vstack([p.transfer_s, p.client_in_s[None, :]])  # (S + 1, S); row S: the client
-        self.compute = np.ascontiguousarray(p.compute_s.T)  # (B, S)
+        self.compute = np.array(p.compute_s.T, dtype=np.float64, order="C")  # (B, S)
+        self.mem = np.array(p.mem_bytes, dtype=np.float64)
+        self.client_out = np.array(p.client_out_s, dtype=np.float64)
+        self.error = np.array(p.error, dtype=np.float64, order="C")
         rest = np.concatenate([np.cumsum(p.error[::-1, preferred])[::-1], [0.0]])  # layers j.. at preferred
         self.cum_up = np.concatenate([[0.0], np.cumsum(p.error[:, self.up])])  # layers ..j-1 one width up
         self.neg_g = -(self.cum_up + rest)  # nondecreasing in j: where the upgraded prefix can end
-        self.limit = p.budget * (1 + 1e-12)
-        self.reserve = np.concatenate([[-1], np.argsort(p.client_out_s, kind="stable")[:LOOKAHEAD_RESERVE]])
-        self.compute_by_action = p.compute_s.reshape(-1)  # action s * B + b -> compute_s[s, b]
-        self.server_of, self.width_of = np.divmod(np.arange(p.n_servers * B), B)
-        self._bufs: dict = {}  # work arrays by row count, reused between calls
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_bufs"] = {}
-        return state
+        self.limit = float(p.budget * (1 + 1e-12))
+        self.reserve = np.concatenate([[-1], np.argsort(p.client_out_s, kind="stable")[:LOOKAHEAD_RESERVE]]
+                                      ).astype(np.int64)
+        self.q = np.empty(p.n_servers * p.n_bits)  # work arrays
+        self.fr = np.empty(p.n_servers)
 
     def q_values(self, layer: int, prev: int, free: np.ndarray, spent: float, acts: np.ndarray) -> np.ndarray:
         """Q of the valid actions `acts` at `layer` (the previous layer on `prev`, -1: the client).
 
-        The float operations, element by element and in order, of the plain numpy version it replaced
-        (commit 6152f7a; the golden trajectories, which include the observation, pin them); written
-        for speed: numpy broadcasts a scalar or a row over an (R, S) array slower than it combines two
-        (R, S) arrays, so constants come as arrays of that shape and work arrays are reused."""
-        p = self.p
-        L, S, B, mem = p.n_layers, p.n_servers, p.n_bits, p.mem_bytes
-        s, b = self.server_of.take(acts), self.width_of.take(acts)
-        imm = self.compute_by_action.take(acts) + self.hop_from[prev].take(s)
-        if layer == L - 1:
-            return imm + p.client_out_s.take(s)
-        V = len(self.reserve)
-        rows, base, rep, rr, xsel, base_rr = _lookahead_rows(len(acts), V, S)
-        R = rows.size
-        bufs = self._bufs.get(R)
-        if bufs is None:
-            bufs = self._bufs[R] = tuple(np.empty((R, S)) for _ in range(7)) + (np.empty((R, S), dtype=bool),)
-        fr, comp, size, hop, room, score, cost, full = bufs
-        at = s.take(rep)
-        fr[:] = free
-        flat = fr.reshape(-1)  # a view
-        flat[base + at] -= mem.take(b.take(rep))
-        m_pref = mem[self.pref]
-        res = base_rr + self.reserve.take(xsel)  # the held-back layer's (row, server), flat
-        flat[res] -= m_pref
-        no_room = rr[flat.take(res) < -1e-6]  # rows whose held-back layer does not fit: Q = inf
-        k = layer + 1
-        # the upgraded prefix: layers k .. end_up - 1 (while the rest at preferred would break the budget)
-        # per action, then per row; values below k act as k in every comparison below
-        end_up = np.searchsorted(self.neg_g, (spent + p.error[layer].take(b)) - self.limit - self.cum_up[k])
-        ends = set(end_up.tolist())
-        last_up = max(max(ends), k)
-        planes = _const_planes(L, R, S)  # planes[c]: an (R, S) array of c
-        comp_pref = self.compute[self.pref]
-        comp[:] = comp_pref
-        size[:] = m_pref
-        if last_up > k:  # per row: compute time and bytes of one width up until end_up
-            end_up = end_up.take(rep)
-            ups = np.flatnonzero(end_up > k)
-            comp[ups] = self.compute[self.up]
-            size[ups] = mem[self.up]
-            switch = [e for e in ends if k < e < last_up]
-        total = np.zeros(R)
-        cost_flat, score_flat, size_flat = cost.reshape(-1), score.reshape(-1), size.reshape(-1)
-        hop_from, eps, one = self.hop_from, planes[0], planes[1]
-        add, divide, less, take = np.add, np.divide, np.less, cost_flat.take
-        with np.errstate(divide="ignore", invalid="ignore"):  # hop / room where room < 1: masked below
-            for j in range(k, L):
-                prefix = j < last_up
-                if prefix and j in switch:
-                    now = np.flatnonzero(end_up == j)
-                    comp[now] = comp_pref
-                    size[now] = m_pref
-                elif j == last_up and last_up > k:
-                    comp[:] = comp_pref
-                    size[:] = m_pref
-                hop_from.take(at, axis=0, out=hop)
-                if j == L - 1:
-                    flat[res] += m_pref
-                add(fr, eps, out=room)
-                divide(room, size, out=room)
-                np.floor(room, out=room)  # whole layers that fit
-                add(comp, hop, out=cost)
-                if j < L - 1:
-                    # hop / max(min(room, layers left before the last), 1) + compute; the max only
-                    # changes cells with room < 1, which become inf
-                    less(room, one, out=full)
-                    np.minimum(room, planes[L - 1 - j], out=room)
-                    divide(hop, room, out=score)
-                    add(score, comp, out=score)
-                else:
-                    np.add(cost, p.client_out_s, out=score)
-                    room[rr] = 0.0
-                    room.reshape(-1)[res] = 1.0
-                    np.less(room, one, out=full)
-                np.putmask(score, full, np.inf)
-                t = score.argmin(axis=1)
-                idx = base + t
-                w = size_flat.take(idx) if prefix else m_pref  # the bytes each row's layer takes
-                if np.maximum.reduce(score_flat.take(idx)) == np.inf:  # nothing fits: the smallest width, then any
-                    stuck = np.flatnonzero(score_flat.take(idx) == np.inf)
-                    c_small = self.compute[self.small] + hop[stuck] + (p.client_out_s if j == L - 1 else 0.0)
-                    c2 = np.where(fr[stuck] >= mem[self.small] - 1e-6, c_small, np.inf)
-                    c2 = np.where(np.isinf(c2).all(axis=1)[:, None], c_small, c2)
-                    t[stuck] = c2.argmin(axis=1)
-                    cost[stuck] = c_small - (p.client_out_s if j == L - 1 else 0.0)
-                    w = np.broadcast_to(w, (R,)).copy()
-                    w[stuck] = mem[self.small]
-                    idx = base + t
-                add(total, take(idx), out=total)
-                flat[idx] -= w
-                at = t
-        total[no_room] = np.inf
-        total += p.client_out_s.take(at)
-        return imm + np.minimum.reduce(total.reshape(-1, V), axis=1)
-
-
-_CONST_PLANES: dict = {}
-
-
-def _const_planes(L: int, R: int, S: int) -> np.ndarray:
-    """(L, R, S) read-only: plane 0 holds 1e-6, plane c >= 1 holds float(c) (`q_values`'s constants,
-    as arrays of its operands' shape); a view of one table per S, grown as needed."""
-    t = _CONST_PLANES.get(S)
-    if t is None or t.shape[0] < L or t.shape[1] < R:
-        n_l, n_r = max(L, 32, 0 if t is None else t.shape[0]), max(R, 64, 0 if t is None else t.shape[1])
-        t = np.empty((n_l, n_r, S))
-        t[:] = np.arange(n_l, dtype=float)[:, None, None]
-        t[0] = 1e-6
-        t.setflags(write=False)
-        _CONST_PLANES[S] = t
-    return t[:L, :R]
-
-_LOOKAHEAD_ROWS: dict = {}
-
-
-def _lookahead_rows(n: int, V: int, S: int) -> tuple[np.ndarray, ...]:
-    """Index arrays of `_Lookahead.q_values` for n actions x V variants x S servers, built once
-    (read-only): rows, rows x S (flat offsets), each row's action, the rows holding a layer back
-    (variant > 0), their variant and their flat offsets."""
-    key = (n, V, S)
-    out = _LOOKAHEAD_ROWS.get(key)
-    if out is None:
-        rows = np.arange(n * V)
-        rr = rows[rows % V != 0]
-        out = (rows, rows * S, np.repeat(np.arange(n), V), rr, rr % V, rr * S)
-        for a in out:
-            a.setflags(write=False)
-        if len(_LOOKAHEAD_ROWS) >= 4096:
-            _LOOKAHEAD_ROWS.clear()
-        _LOOKAHEAD_ROWS[key] = out
-    return out
+        The float operations, element by element and in order, of the plain numpy version of commit
+        6152f7a (the golden trajectories, which include the observation, pin them)."""
+        q = self.q[:acts.shape[0]]
+        lookahead_q(layer, prev, float(spent), free, acts, self.hop_from, self.compute, self.mem, self.client_out,
+                    self.error, self.cum_up, self.neg_g, self.reserve, self.limit, self.pref, self.up,
+                    self.small, q, self.fr)
+        return q.copy()
 
 
 @dataclass(frozen=True)
