@@ -10,6 +10,7 @@ from gymnasium import spaces
 
 from .. import costs
 from ..catalog import get_device, get_model
+from ..jit import njit
 from ..metrics import mean_or_zero
 from ..scenario import register_preset, require, resolve_scenario
 from ..workload import WorkloadSpec, sample_requests, workload_preset
@@ -116,6 +117,18 @@ class SchedulingState:
         return self.table[:, 3]
 
 
+@njit
+def _observe(sign, base, scale, now, obs64):
+    """obs64[i] = x / (|x| + scale[i]) with x = sign[i] * now + base[i] over the slot block; obs64 as float32."""
+    for i in range(sign.size):
+        x = sign[i] * now + base[i]
+        obs64[i] = x / (abs(x) + scale[i])
+    out = np.empty(obs64.size, np.float32)
+    for i in range(obs64.size):
+        out[i] = obs64[i]
+    return out
+
+
 class DeviceSchedulingEnv(MaskedEnv):
     """
     ## Description
@@ -184,17 +197,14 @@ class DeviceSchedulingEnv(MaskedEnv):
         # row m: the mask with m tasks queued (the first m slots valid); read-only, never written through
         self._mask_rows = np.tri(k + 1, k, -1, dtype=bool)
         # observation: slot block x / (|x| + scale), x = base + now x SLOT_NOW, over the m queued slots
-        # and one empty slot after them (five numpy calls on contiguous float64, see `_obs`); the globals
-        # are written as they change. `_obs64` holds the float64 values the float32 observation rounds.
+        # and one empty slot after them (one compiled call, `_observe`); the globals are written as
+        # they change. `_obs64` holds the float64 values the float32 observation rounds.
         # The base has one more slot than the queue, always empty: removing a task shifts it in, so
         # the slots from the queue length on are zeros in the base and in the observation.
         n_obs = k * N_SLOT_FEATURES + N_GLOBAL_FEATURES
         self._obs_base = np.zeros((k + 1) * N_SLOT_FEATURES)  # features at now = 0, slot by slot in queue order
         self._obs64 = np.zeros(n_obs)
-        self._obs_x = np.zeros((k + 1) * N_SLOT_FEATURES)
-        self._obs_den = np.zeros((k + 1) * N_SLOT_FEATURES)
         self._obs_scale = np.tile(np.where(SLOT_SQUASHED, sc.reward_time_scale_s, FLAG_SCALE), k + 1)
-        self._obs_now = np.zeros(())  # the clock, as a 0-d array (a Python float operand costs a conversion)
         # arrivals are admitted only when one is due, unless expired tasks are dropped, or an infinite
         # miss penalty makes "penalty x 0 dropped" a NaN that the reward must still show
         self._admit_always = sc.drop_expired or not np.isfinite(sc.miss_penalty)
@@ -215,8 +225,7 @@ class DeviceSchedulingEnv(MaskedEnv):
             r = min(m + 1, k) * f  # the queued slots and the empty one after them (if any)
             sign = np.zeros(r)
             sign[: m * f] = np.tile(np.asarray(SLOT_NOW, dtype=float), m)
-            self._obs_views.append((sign, self._obs_base[:r], self._obs_x[:r], self._obs_den[:r],
-                                    self._obs_scale[:r], self._obs64[:r]))
+            self._obs_views.append((sign, self._obs_base[:r], self._obs_scale[:r]))
         st = getattr(self, "state", None)
         self._mask = self._masks[len(st.queue) if st is not None else 0]
         self._remaining_col = st.table[:, 0] if st is not None else None
@@ -376,7 +385,7 @@ class DeviceSchedulingEnv(MaskedEnv):
 
     # --------------------------------------------------------- observations
     def _obs(self) -> np.ndarray:
-        """The slot block in five numpy calls, the busy share, then float32 (a new array)."""
+        """The busy share, then the slot block and the float32 copy in one compiled call (a new array)."""
         now = self.state.now_s
         elapsed = now - self._t0
         if elapsed > 0:
@@ -384,15 +393,8 @@ class DeviceSchedulingEnv(MaskedEnv):
             self._obs64[-1] = 1.0 if 1.0 < busy else busy  # min(busy, 1.0)
         else:
             self._obs64[-1] = 0.0
-        sign, base, x, den, scale, out = self._obs_views[len(self.state.queue)]
-        self._obs_now[()] = now
-        # positional `out` arguments: a keyword costs more than the arithmetic on a few dozen numbers
-        np.multiply(sign, self._obs_now, x)
-        np.add(x, base, x)
-        np.abs(x, den)
-        np.add(den, scale, den)
-        np.divide(x, den, out)
-        return self._obs64.astype(np.float32)
+        sign, base, scale = self._obs_views[len(self.state.queue)]
+        return _observe(sign, base, scale, now, self._obs64)
 
     def _info(self) -> dict:
         return {"action_mask": self._mask.copy(), "invalid_action": False, "now_s": self.state.now_s}
