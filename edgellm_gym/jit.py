@@ -7,6 +7,11 @@
   fused multiply-add), so a kernel gives the bits of the numpy code it replaces.
 
 Debugging: `NUMBA_DISABLE_JIT=1` runs every kernel as plain Python (slow, same results).
+
+Cost: memory. Importing numba and loading the first compiled kernel (LLVM's runtime) add about
+135 MB of resident memory to a process (measured: 39 MB with numpy and gymnasium, 115 MB after
+`import numba`, 174 MB after a DeviceScheduling step), once per process, so per SubprocVecEnv
+worker. A first use with an empty cache also compiles (about a second per kernel).
 """
 
 from __future__ import annotations
