@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -13,7 +12,7 @@ from ..catalog import DEVICES, get_device, get_model
 from ..quantization import SUPPORTED_BITS, error_source, error_table, quantization_ratio
 from ..scenario import register_preset, require, resolve_scenario
 from .base import MaskedEnv, squash
-from .placement_quant_kernels import lookahead_q
+from .placement_quant_kernels import advance, lookahead_q, route_features, update_mask, write_lookahead
 
 __all__ = [
     "PlacementProblem",
@@ -200,10 +199,11 @@ class _ErrorTables:
     shared by every instance of one catalog model): the least error of the layers from k on,
     the sums of their errors per width, and the LP bounds of `error_lower_bounds` as lookup tables.
 
-    `lp[k]` = (bytes of layers k.. at the smallest width, their error, the cumulative bytes of the
-    hull segments, and a (4, n + 1) table indexed by `searchsorted` of the bytes beyond the first:
-    bytes and error removed before segment i, segment i's bytes (1 where 0) and error removed (0 past
-    the last)); `lp_eval` evaluates it with the same float operations as `lp_error_bound`.
+    For each first layer k: `lp_base[k]` = (bytes of layers k.. at the smallest width, their error);
+    `lp_cw[k]` the cumulative bytes of the hull segments (padded with inf to one length); `lp_tab[k]`
+    a (4, n + 1) table indexed by `searchsorted` of the bytes beyond the first: bytes and error removed
+    before segment i, segment i's bytes (1 where 0) and error removed (0 past the last). The mask
+    kernel (`update_mask`) evaluates them with the same float operations as `lp_error_bound`.
     """
 
     def __init__(self, mem_bytes: np.ndarray, error: np.ndarray) -> None:
@@ -213,31 +213,21 @@ class _ErrorTables:
         self.w_min = float(mem_bytes.min())
         self.w_max = float(mem_bytes.max())
         self.error_rows = error.tolist()
+        self.mem, self.error = np.array(mem_bytes, dtype=np.float64), np.array(error, dtype=np.float64, order="C")
         self.unplaced = np.full(L, -1)  # servers / widths of a new episode
-        self.error_row_arrays = list(error)
-        self.lp = []
-        for base_mem, base_err, cw, ce in _error_lower_bounds(mem_bytes, error):
+        bounds = _error_lower_bounds(mem_bytes, error)
+        n_max = max(cw.size for _, _, cw, _ in bounds)
+        self.lp_base = np.array([(base_mem, base_err) for base_mem, base_err, _, _ in bounds])
+        self.lp_cw = np.full((L + 1, n_max), np.inf)
+        self.lp_tab = np.zeros((L + 1, 4, n_max + 1))
+        for k, (_, _, cw, ce) in enumerate(bounds):
             n = cw.size
             cw0 = np.concatenate([[0.0], cw])
             ce0 = np.concatenate([[0.0], ce])
             seg_w = cw - cw0[:-1]
-            table = np.stack([cw0, ce0, np.append(np.where(seg_w > 0, seg_w, 1.0), 1.0),
-                              np.append(ce - ce0[:-1], 0.0)])
-            self.lp.append((base_mem, base_err, cw, table))
-
-
-def _lp_eval(bound: tuple, extra: np.ndarray) -> np.ndarray:
-    """`lp_error_bound` at `extra` = bytes - the bound's base bytes, where extra >= -1e-6 (elsewhere the
-    value is meaningless): base error minus the error removed, bit for bit as `lp_error_bound`."""
-    _, base_err, cw, table = bound
-    done_w, done_e, seg_w, seg_e = table.take(cw.searchsorted(np.maximum(extra, 0.0)), axis=1)
-    frac = extra - done_w
-    frac /= seg_w
-    np.maximum(frac, 0.0, out=frac)
-    np.minimum(frac, 1.0, out=frac)
-    frac *= seg_e
-    frac += done_e  # the error removed
-    return base_err - frac
+            self.lp_cw[k, :n] = cw
+            self.lp_tab[k, :, :n + 1] = np.stack([cw0, ce0, np.append(np.where(seg_w > 0, seg_w, 1.0), 1.0),
+                                                   np.append(ce - ce0[:-1], 0.0)])
 
 
 class _Lookahead:
@@ -272,19 +262,20 @@ class _Lookahead:
         self.limit = float(p.budget * (1 + 1e-12))
         self.reserve = np.concatenate([[-1], np.argsort(p.client_out_s, kind="stable")[:LOOKAHEAD_RESERVE]]
                                       ).astype(np.int64)
-        self.q = np.empty(p.n_servers * p.n_bits)  # work arrays
-        self.fr = np.empty(p.n_servers)
+        self.order = np.argsort(self.compute, axis=1, kind="stable").astype(np.int64)  # servers by compute
+        # the kernels' arguments after (..., acts, q): the tables, then work arrays
+        self.args = (self.hop_from, self.compute, self.mem, self.client_out, self.error, self.cum_up, self.neg_g,
+                     self.reserve, self.limit, self.pref, self.up, self.small, np.empty(p.n_servers),
+                     np.empty(p.n_servers), self.order, np.empty((2, p.n_servers)))
 
     def q_values(self, layer: int, prev: int, free: np.ndarray, spent: float, acts: np.ndarray) -> np.ndarray:
         """Q of the valid actions `acts` at `layer` (the previous layer on `prev`, -1: the client).
 
         The float operations, element by element and in order, of the plain numpy version of commit
         6152f7a (the golden trajectories, which include the observation, pin them)."""
-        q = self.q[:acts.shape[0]]
-        lookahead_q(layer, prev, float(spent), free, acts, self.hop_from, self.compute, self.mem, self.client_out,
-                    self.error, self.cum_up, self.neg_g, self.reserve, self.limit, self.pref, self.up,
-                    self.small, q, self.fr)
-        return q.copy()
+        q = np.empty(acts.shape[0])
+        lookahead_q(layer, prev, float(spent), free, acts.astype(np.int64, copy=False), q, *self.args)
+        return q
 
 
 @dataclass(frozen=True)
@@ -643,7 +634,7 @@ class PlacementQuantizationEnv(MaskedEnv):
         self._sampler = _sampler(sc)  # the scenario's constants, computed once
         self.state: PlacementQuantState | None = None
 
-    _VIEWS = ("_mask_sb", "_obs_sf", "_obs_glob")
+    _VIEWS = ("_mask_sb", "_obs_sf", "_obs_glob", "_kargs", "_largs")
 
     def _build_views(self) -> None:
         S, B = self.scenario.n_servers, len(self.scenario.bits)
@@ -651,6 +642,21 @@ class PlacementQuantizationEnv(MaskedEnv):
         n = S * self._n_server_features
         self._obs_sf = self._obs_buf[:n].reshape(S, self._n_server_features)
         self._obs_glob = self._obs_buf[n: n + N_GLOBAL_BASE + B]  # then the lookahead, if any
+        if self.state is not None:
+            self._bind_kernel_args()
+
+    def _bind_kernel_args(self) -> None:
+        """The arrays the step's kernels work on, in place (`advance`, `write_lookahead`): bound once per
+        episode (and again after unpickling, as they include views)."""
+        st, t = self.state, self._tables
+        self._kargs = (st.free_bytes, st.servers, st.bit_idx, t.mem, t.error, self._preferred, self._scal, self._srv,
+                       self._sb, self._rest, self._routes, t.lp_base, t.lp_cw, t.lp_tab, self._obs_sf,
+                       self._obs_glob, self._hop_obs, self._error_obs, self._mask_sb)
+        self._largs = None
+        if self.scenario.lookahead:
+            n, scale = self._mask.size, self.scenario.obs_time_scale_s
+            self._largs = (self._obs_buf[-(n + 1):], scale * LOOKAHEAD_DIFF_SCALE, scale, np.empty(n, dtype=np.int64),
+                           np.empty(n), *self._lookahead.args)
 
     # ----------------------------------------------------------------- reset
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -665,48 +671,50 @@ class PlacementQuantizationEnv(MaskedEnv):
         else:
             p, t, names = self._sampler.draw(self.np_random)
             model, tables = t.name, t.error_tables
-        L = p.n_layers
         unplaced = tables.unplaced
         self.state = st = PlacementQuantState(problem=p, model=model, devices=names, layer=0,
                                               servers=unplaced.copy(), bit_idx=unplaced.copy(),
                                               free_bytes=np.array(p.capacity_bytes, dtype=float), spent=0.0,
                                               latency_s=0.0, prev_server=-1)
-        # constants of the episode; the step path reads Python floats (same IEEE arithmetic as numpy's)
+        # constants of the episode; the step's reward arithmetic reads Python floats (same IEEE arithmetic)
         self._tables = tables
         self._min_rest = tables.min_rest
-        self._w_min, self._w_max = tables.w_min, tables.w_max
         self._compute_rows, self._transfer_rows = p.compute_s.tolist(), p.transfer_s.tolist()
         self._client_in, self._client_out = p.client_in_s.tolist(), p.client_out_s.tolist()
-        self._mem = p.mem_bytes.tolist()
-        self._budget_ok_below = p.budget * (1 + 1e-12) + 1e-15
-        self._joint_ok_below = p.budget * (1 + 1e-9) + 1e-12
         self._transfer_s = 0.0
-        # per server: whole layers at the smallest width, bytes usable by later layers (see
-        # _update_mask), and the same after placing the current layer there at each width
-        free = st.free_bytes
-        per = np.floor(free / self._w_min + _EPS)
-        self._per = per.tolist()
-        self._per_sum = float(per.sum())
-        self._usable = np.minimum(free, per * self._w_max)
-        self._usable_sb = np.repeat(self._usable[:, None], p.n_bits, axis=1)  # the same, per (server, width)
+        # what the mask and the observation need per server, kept current by the `advance` kernel:
+        # _srv rows: whole layers at the smallest width, whole layers at the preferred width, bytes
+        # usable by later layers (min(free, whole smallest-width layers x largest layer size));
+        # _sb (per server and width): the usable bytes, the whole smallest-width layers gained (<= 0,
+        # -inf where the layer does not fit) and the usable bytes after placing the layer there
+        free, w_min, w_max = st.free_bytes, tables.w_min, tables.w_max
+        per = np.floor(free / w_min + _EPS)
+        usable = np.minimum(free, per * w_max)
         after = free[:, None] - p.mem_bytes[None, :]
         after_c = np.maximum(after, 0.0)
-        per_after = np.floor(after_c / self._w_min + _EPS)
-        # whole smallest-width layers gained (<= 0) by placing there; -inf where the layer does not fit
-        self._slots_gain = np.where(after >= -1e-6, per_after - per[:, None], -np.inf)
-        self._usable_after = np.minimum(after_c, per_after * self._w_max)
+        per_after = np.floor(after_c / w_min + _EPS)
+        self._srv = np.stack([per, np.floor(free / p.mem_bytes[self._preferred] + _EPS), usable])
+        self._sb = np.stack([np.repeat(usable[:, None], p.n_bits, axis=1),
+                             np.where(after >= -1e-6, per_after - per[:, None], -np.inf),
+                             np.minimum(after_c, per_after * w_max)])
+        # the later layers' least error, and their error at the preferred width, from layer k on
+        self._rest = np.stack([tables.min_rest, tables.rest[:, self._preferred]])
         # route features: hop + client hop through each server, hop to another server (rows: from)
-        self._exit_via = p.transfer_s + p.client_out_s[None, :]
-        self._hop_away = p.transfer_s + np.where(np.eye(p.n_servers, dtype=bool), np.inf, 0.0)
-        self._rest_preferred = tables.rest[:, self._preferred].tolist()  # later layers' error at the preferred width
-        self._slots_preferred = np.floor(free / p.mem_bytes[self._preferred] + _EPS).tolist()
+        self._routes = np.stack([p.transfer_s + p.client_out_s[None, :],
+                                 p.transfer_s + np.where(np.eye(p.n_servers, dtype=bool), np.inf, 0.0)])
+        eps = self._eps = max(p.budget, 1e-12)
+        # w_min, w_max, epsilon, budget, the mask's two budget limits, obs time scale, sum of _srv[0]
+        self._scal = np.array([w_min, w_max, eps, p.budget, p.budget * (1 + 1e-12) + 1e-15,
+                               p.budget * (1 + 1e-9) + 1e-12, sc.obs_time_scale_s, float(per.sum())])
         self._write_first_obs()
         if sc.solve_ilp:
             st.ilp = _solve_ilp_cached(p, sc.ilp_solver, sc.ilp_time_limit_s)
-        self._update_mask()
+        update_mask(0, 0.0, self._scal[7], tables.error, self._rest[0], self._srv[2], self._sb, tables.lp_base,
+                    tables.lp_cw, tables.lp_tab, self._scal[4], self._scal[5], self._mask_sb)
         self._lookahead = _Lookahead(p, self._preferred) if sc.lookahead else None
+        self._bind_kernel_args()
         if sc.lookahead:
-            self._write_lookahead()
+            self._least_q = write_lookahead(0, -1, 0.0, free, self._mask, *self._largs)
             self._potential = -self._least_q / sc.reward_time_scale_s
         return self._obs_buf.copy(), self._info()
 
@@ -714,31 +722,24 @@ class PlacementQuantizationEnv(MaskedEnv):
     def _step(self, a: int):
         st = self.state
         L, l, prev = st.problem.n_layers, st.layer, st.prev_server
-        B = self._mask_sb.shape[1]
-        s, b = divmod(a, B)
+        s, b = divmod(a, self._mask_sb.shape[1])
         hop = self._client_in[s] if l == 0 else self._transfer_rows[prev][s]
         out = self._client_out[s] if l == L - 1 else 0.0
         inc = self._compute_rows[s][b] + hop + out
         self._transfer_s += hop + out
-        st.servers[l], st.bit_idx[l] = s, b
-        st.free_bytes[s] -= self._mem[b]
         st.spent += self._tables.error_rows[l][b]
         st.latency_s += inc
         st.prev_server = s
         st.layer = l + 1
         reward = -inc / self.scenario.reward_time_scale_s
-        self._server_changed(s, prev)
-        terminated = st.layer == L
-        if not terminated:
-            self._update_mask()
-            if not self._mask.any():
-                terminated = True
-                reward -= self.scenario.infeasible_penalty_s / self.scenario.reward_time_scale_s
-        else:
-            self._mask[:] = False
-        if self.scenario.lookahead:
-            self._write_lookahead()
-        info = self._info()
+        # place the layer (servers, bit_idx, free_bytes), update server s's mask terms and the
+        # observation, and the mask of the next layer (see the masks section)
+        terminated = not advance(s, b, l, prev, st.spent, *self._kargs)
+        if terminated and st.layer < L:  # a dead end: no action passes the mask
+            reward -= self.scenario.infeasible_penalty_s / self.scenario.reward_time_scale_s
+        if self._largs is not None:
+            self._least_q = write_lookahead(l + 1, s, st.spent, st.free_bytes, self._mask, *self._largs)
+        info = {"action_mask": self._mask.copy(), "invalid_action": False, "layer": l + 1}
         if terminated:
             info["episode_metrics"] = self.episode_metrics()
         if self.reward_shaping == "lookahead":
@@ -749,52 +750,6 @@ class PlacementQuantizationEnv(MaskedEnv):
             reward += potential - self._potential
             self._potential = potential
         return self._obs_buf.copy(), float(reward), terminated, False, info
-
-    def _server_changed(self, s: int, prev: int) -> None:
-        """Bring server s's mask terms and the observation up to date after a layer went to s: the
-        same float operations, element by element, as the reset's arrays and `_obs_full` (a if a <= b
-        else b is np.minimum's rule, a if a >= b else b np.maximum's, and the clip's)."""
-        st = self.state
-        L = st.problem.n_layers
-        w_min, w_max = self._w_min, self._w_max
-        f = float(st.free_bytes[s])
-        per = float(math.floor(f / w_min + _EPS))
-        self._per_sum += per - self._per[s]
-        room_changed = (per >= 1.0) != (self._per[s] >= 1.0)
-        self._per[s] = per
-        self._slots_preferred[s] = float(math.floor(f / self._mem[self._preferred] + _EPS))
-        u = per * w_max
-        u = f if f <= u else u
-        self._usable[s] = u
-        self._usable_sb[s] = u
-        gain, usable_after, held = [], [], []
-        for w in self._mem:
-            after = f - w
-            after_c = after if after >= 0.0 else 0.0
-            per_after = float(math.floor(after_c / w_min + _EPS))
-            gain.append(per_after - per if after >= -1e-6 else -math.inf)
-            u = per_after * w_max
-            usable_after.append(after_c if after_c <= u else u)
-            h = math.floor(f / w + _EPS) / L
-            held.append(1.0 if h >= 1.0 else (h if h >= -1.0 else -1.0))
-        self._slots_gain[s] = gain
-        self._usable_after[s] = usable_after
-        obs, B = self._obs_sf, len(self._mem)
-        obs[s, B + 2: 2 * B + 2] = held
-        obs[:, B] = self._hop_obs[s]
-        if prev >= 0:
-            obs[prev, 2 * B + 2] = 0.0
-        obs[s, 2 * B + 2] = 1.0
-        if room_changed:
-            self._write_route_features()
-        k, eps, spent = st.layer, self._eps, st.spent
-        used = spent / eps
-        slack = (st.problem.budget - spent - self._min_rest[k]) / eps
-        g = self._obs_glob
-        g[:4] = (k / L, (L - k) / L, 1.0 if used >= 1.0 else (used if used >= -1.0 else -1.0),
-                 1.0 if slack >= 1.0 else (slack if slack >= -1.0 else -1.0))
-        g[5:7] = self._ratios()
-        g[N_GLOBAL_BASE:] = self._error_obs[k if k < L else L - 1]
 
     def lookahead_q_values(self) -> np.ndarray:
         """Per action: the per-token time it adds plus the estimated time to finish afterwards (see
@@ -809,53 +764,13 @@ class PlacementQuantizationEnv(MaskedEnv):
             q[acts] = self._lookahead.q_values(st.layer, st.prev_server, st.free_bytes, st.spent, acts)
         return q
 
-    def _write_lookahead(self) -> None:
-        """Per action: squash(Q(a) - the least Q over the valid actions) (1 where masked), then the
-        least Q squashed (0 at the end): the time still to add, estimated (see `_Lookahead`)."""
-        n = self._mask.size
-        out = self._obs_buf[-(n + 1):]
-        acts = np.flatnonzero(self._mask)
-        if acts.size == 0:
-            out[:n], out[n] = 1.0, 0.0
-            self._least_q = 0.0
-            return
-        st = self.state
-        q = self._lookahead.q_values(st.layer, st.prev_server, st.free_bytes, st.spent, acts)
-        best = self._least_q = float(q.min())
-        scale = self.scenario.obs_time_scale_s
-        out[:n] = 1.0
-        out[acts] = squash(q - best, scale * LOOKAHEAD_DIFF_SCALE)
-        out[n] = best / (best + scale)
-
-    def _write_route_features(self) -> None:
-        """Per server t, for the servers that can still take a layer (at the smallest width): the
-        cheapest way back to the client from t (hop to u + u's client hop, u = t included) and the
-        cheapest hop from t to another server (1 when there is none). They change only when a
-        server fills up."""
-        room = np.asarray(self._per) >= 1.0
-        scale = self.scenario.obs_time_scale_s
-        B = len(self._mem)
-        for col, table in ((2 * B + 3, self._exit_via), (2 * B + 4, self._hop_away)):
-            t = np.where(room[None, :], table, np.inf).min(axis=1)
-            self._obs_sf[:, col] = np.where(np.isfinite(t), squash(np.where(np.isfinite(t), t, 0.0), scale), 1.0)
-
-    def _ratios(self) -> tuple[float, float]:
-        """Budget left / the later layers' error at the preferred width, and whole layers that fit at
-        the preferred width / layers left, each minus 1 and clipped to [-1, 1] (0: exactly enough)."""
-        st = self.state
-        k, L = st.layer, st.problem.n_layers
-        rest = self._rest_preferred[k]
-        budget = (st.problem.budget - st.spent) / rest - 1.0 if rest > 0 else 1.0
-        memory = sum(self._slots_preferred) / (L - k) - 1.0 if k < L else 1.0
-        return (1.0 if budget >= 1.0 else (budget if budget >= -1.0 else -1.0),
-                1.0 if memory >= 1.0 else (memory if memory >= -1.0 else -1.0))
-
     def _write_first_obs(self) -> None:
-        """The reset's observation into the buffer; the time features are squashed once per episode."""
+        """The reset's observation into the buffer; the time features are squashed once per episode.
+        The steps update it in place (`advance`, `write_lookahead`)."""
         st, sc = self.state, self.scenario
         p = st.problem
         L, S, B = p.n_layers, p.n_servers, p.n_bits
-        eps = self._eps = max(p.budget, 1e-12)
+        eps = self._eps
         times = squash(np.concatenate([p.compute_s.ravel(), p.transfer_s.ravel(), p.client_in_s, p.client_out_s]),
                        sc.obs_time_scale_s).astype(np.float32)
         self._hop_obs = times[S * B: S * B + S * S + S].reshape(S + 1, S)  # row s: from server s; row -1: client
@@ -867,40 +782,30 @@ class PlacementQuantizationEnv(MaskedEnv):
         obs[:, B + 2: 2 * B + 2] = np.clip(np.floor(st.free_bytes[:, None] / p.mem_bytes[None, :] + _EPS) / L,
                                            -1.0, 1.0)
         obs[:, 2 * B + 2] = 0.0
-        self._write_route_features()
+        # per server t, over the servers u that can still take a layer (at the smallest width): the
+        # cheapest way back to the client from t (hop to u + u's client hop, u = t included) and the
+        # cheapest hop from t to another server (1 when there is none); `advance` redoes them when
+        # a server fills up
+        route_features(self._srv[0], self._routes, obs, 2 * B + 3, sc.obs_time_scale_s)
         slack = (p.budget - st.spent - self._min_rest[0]) / eps
+        # budget left / the later layers' error at the preferred width, and whole layers that fit at
+        # the preferred width / layers left, each minus 1 and clipped to [-1, 1] (0: exactly enough)
+        rest = float(self._rest[1, 0])
+        budget = (p.budget - st.spent) / rest - 1.0 if rest > 0 else 1.0
+        memory = sum(self._srv[1].tolist()) / L - 1.0
         g = self._obs_glob
         g[:N_GLOBAL_BASE] = (0.0, 1.0, st.spent / eps, 1.0 if slack >= 1.0 else (slack if slack >= -1.0 else -1.0),
-                             min(L / 100.0, 1.0), *self._ratios())
+                             min(L / 100.0, 1.0), 1.0 if budget >= 1.0 else (budget if budget >= -1.0 else -1.0),
+                             1.0 if memory >= 1.0 else (memory if memory >= -1.0 else -1.0))
         g[N_GLOBAL_BASE:] = self._error_obs[0]
 
     # ----------------------------------------------------------------- masks
-    def _update_mask(self) -> None:
-        """Action (s, b) is valid iff it fits, keeps the budget with the later layers at their least
-        error, leaves whole smallest-width slots for the later layers, and keeps the budget with the
-        LP bound on the later layers' error (see the class docstring). Server-wise terms are kept
-        current by `_server_changed`; what changes with every step is computed here, on (S, B)."""
-        st = self.state
-        l = st.layer
-        n_rest = st.problem.n_layers - l - 1
-        spent_after = st.spent + self._tables.error_row_arrays[l]  # (B,)
-        m = self._mask_sb
-        # fits, and the later layers still have whole slots at the smallest width (integers: exact)
-        np.greater_equal(self._slots_gain, n_rest - self._per_sum, out=m)
-        budget_ok = spent_after + self._min_rest[l + 1] <= self._budget_ok_below  # (B,)
-        if n_rest == 0:
-            m &= budget_ok
-            return
-        # joint: a lower bound (LP relaxation) on the later layers' error within the bytes they can
-        # use, an upper bound per server of min(free, whole layers that fit x largest layer size);
-        # a width over the budget gets an infinite error (x + 0.0 == x keeps the others exact)
-        bound = self._tables.lp[l + 1]
-        extra = self._usable.sum() - self._usable_sb
-        extra += self._usable_after
-        extra -= bound[0]
-        joint = np.where(budget_ok, spent_after, np.inf) + _lp_eval(bound, extra) <= self._joint_ok_below
-        m &= joint
-        m &= extra >= -1e-6
+    # Action (s, b) is valid iff it fits, keeps the budget with the later layers at their least error,
+    # leaves whole smallest-width slots for the later layers, and keeps the budget with the LP bound
+    # on the later layers' error (see the class docstring): the `update_mask` kernel, on (S, B), from
+    # the per-server terms (_srv, _sb) that `advance` keeps current. The bytes the later layers can
+    # use are bounded per server by min(free, whole layers that fit x largest layer size); a width
+    # over the budget gets an infinite error.
 
     def safe_action_mask(self) -> np.ndarray:
         """The valid actions after which every later layer can still take one common width

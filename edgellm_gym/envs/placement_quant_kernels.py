@@ -11,7 +11,7 @@ import numpy as np
 
 from ..jit import njit
 
-__all__ = ["lookahead_q"]
+__all__ = ["advance", "lookahead_q", "route_features", "update_mask", "write_lookahead"]
 
 _INF = np.inf
 
@@ -30,14 +30,19 @@ def _search_left(a, x):
 
 
 @njit
-def lookahead_q(layer, prev, spent, free, acts, hop_from, compute, mem, client_out, error, cum_up, neg_g,
-                reserve, limit, pref, up, small, q, fr):
+def lookahead_q(layer, prev, spent, free, acts, q, hop_from, compute, mem, client_out, error, cum_up, neg_g,
+                reserve, limit, pref, up, small, fr, room, order, room0):
     """q[i] = Q(acts[i]) of `_Lookahead` (see its docstring): the time action acts[i] adds at `layer`
     (the previous layer on `prev`, -1: the client) + the least, over the variants (reserve[v] < 0:
     as is; else one preferred-width layer of memory held back on server reserve[v] until the last
-    layer, which goes there), of the greedy completion's time. fr: work array of S floats."""
+    layer, which goes there), of the greedy completion's time. order[b]: the servers by increasing
+    compute[b] (stable); fr, room: work arrays of S floats (free bytes, whole layers that fit at the
+    current width), room0: (2, S) (whole layers that fit now, at the preferred width and one up)."""
     L, B, S, V = error.shape[0], mem.shape[0], free.shape[0], reserve.shape[0]
     m_pref, m_up, m_small = mem[pref], mem[up], mem[small]
+    for t in range(S):  # whole layers that fit now, at the preferred width and one up
+        room0[0, t] = np.floor((free[t] + 1e-6) / m_pref)
+        room0[1, t] = np.floor((free[t] + 1e-6) / m_up)
     for i in range(acts.shape[0]):
         a = acts[i]
         s0, b0 = a // B, a % B
@@ -60,27 +65,46 @@ def lookahead_q(layer, prev, spent, free, acts, hop_from, compute, mem, client_o
                     continue
             at = s0
             total = 0.0
+            size = m_up if k < end_up else m_pref
+            for t in range(S):
+                room[t] = room0[0 if size == m_pref else 1, t]
+            room[s0] = np.floor((fr[s0] + 1e-6) / size)
+            if res >= 0:
+                room[res] = np.floor((fr[res] + 1e-6) / size)
             for j in range(k, L):
                 upped = j < end_up
-                size = m_up if upped else m_pref
                 w_row = up if upped else pref
                 last = j == L - 1
                 if last and res >= 0:
                     fr[res] += m_pref
+                    room[res] = np.floor((fr[res] + 1e-6) / size)
+                if (m_up if upped else m_pref) != size:  # whole layers that fit, all servers anew
+                    size = m_up if upped else m_pref
+                    for t in range(S):
+                        room[t] = np.floor((fr[t] + 1e-6) / size)
                 cap = float(L - 1 - j)  # layers left before the last
                 t_best, sc_best = 0, _INF
-                for t in range(S):
-                    room = np.floor((fr[t] + 1e-6) / size)  # whole layers that fit
-                    if last:
+                if last:
+                    for t in range(S):
+                        r = room[t]
                         if res >= 0:
-                            room = 1.0 if t == res else 0.0
-                        sc = _INF if room < 1.0 else (compute[w_row, t] + hop_from[at, t]) + client_out[t]
-                    elif room < 1.0:
-                        sc = _INF
-                    else:
-                        sc = hop_from[at, t] / (room if room <= cap else cap) + compute[w_row, t]
-                    if t == 0 or sc < sc_best:
-                        t_best, sc_best = t, sc
+                            r = 1.0 if t == res else 0.0
+                        sc = _INF if r < 1.0 else (compute[w_row, t] + hop_from[at, t]) + client_out[t]
+                        if t == 0 or sc < sc_best:
+                            t_best, sc_best = t, sc
+                else:
+                    # servers by increasing compute: a score is >= the server's compute, so the scan stops
+                    # at the first compute above the best score (ties: the lowest index, as argmin)
+                    for n in range(S):
+                        t = order[w_row, n]
+                        c = compute[w_row, t]
+                        if c > sc_best:
+                            break
+                        r = room[t]
+                        if r >= 1.0:
+                            sc = hop_from[at, t] / (r if r <= cap else cap) + c
+                            if sc < sc_best or (sc == sc_best and t < t_best):
+                                t_best, sc_best = t, sc
                 t = t_best
                 if sc_best == _INF:  # nothing fits: the smallest width, where it fits, else anywhere
                     t_fit, c_fit, t_any, c_any = -1, _INF, 0, _INF
@@ -99,8 +123,211 @@ def lookahead_q(layer, prev, spent, free, acts, hop_from, compute, mem, client_o
                 else:
                     total += compute[w_row, t] + hop_from[at, t]
                     fr[t] -= size
+                room[t] = np.floor((fr[t] + 1e-6) / size)
                 at = t
             total += client_out[at]
             if total < best:
                 best = total
         q[i] = imm + best
+
+
+@njit
+def write_lookahead(layer, prev, spent, free, mask, out, diff_scale, scale, acts, q, hop_from, compute, mem,
+                    client_out, error, cum_up, neg_g, reserve, limit, pref, up, small, fr, room, order, room0):
+    """The observation's lookahead block `out` (n + 1 floats for n actions): per action
+    squash(Q(a) - the least Q over the valid actions, diff_scale) (1 where masked), then the least Q
+    squashed at `scale` (0 when no action is valid); returns the least Q (0.0 then). acts, q: work
+    arrays of n; the rest as `lookahead_q`."""
+    n = mask.shape[0]
+    nv = 0
+    for a in range(n):
+        out[a] = 1.0
+        if mask[a]:
+            acts[nv] = a
+            nv += 1
+    if nv == 0:
+        out[n] = 0.0
+        return 0.0
+    lookahead_q(layer, prev, spent, free, acts[:nv], q[:nv], hop_from, compute, mem, client_out, error, cum_up,
+                neg_g, reserve, limit, pref, up, small, fr, room, order, room0)
+    best = q[0]
+    for i in range(1, nv):
+        if q[i] < best:
+            best = q[i]
+    for i in range(nv):
+        d = q[i] - best
+        out[acts[i]] = d / (abs(d) + diff_scale)
+    out[n] = best / (best + scale)
+    return best
+
+
+@njit
+def _block_sum(a, lo, n):
+    """numpy's sum of a[lo:lo + n] for n <= 128: sequential below 8, else 8 accumulators."""
+    if n < 8:
+        r = 0.0
+        for i in range(lo, lo + n):
+            r += a[i]
+        return r
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - (n % 8):
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@njit
+def _half_sum(a, lo, n):
+    """numpy's sum of a[lo:lo + n] for n <= 263: beyond 128, the two halves (split at a multiple of 8)."""
+    if n <= 128:
+        return _block_sum(a, lo, n)
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _block_sum(a, lo, n2) + _block_sum(a, lo + n2, n - n2)
+
+
+@njit
+def _np_sum(a):
+    """`np.sum(a)` of a 1-D array of at most 256 (servers, the scenario's limit), bit for bit: numpy's
+    pairwise order (written without recursion: numba's cache cannot load recursive functions)."""
+    n = a.shape[0]
+    if n <= 128:
+        return _block_sum(a, 0, n)
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _half_sum(a, 0, n2) + _half_sum(a, n2, n - n2)
+
+
+@njit
+def route_features(per, routes, obs_sf, col, scale):
+    """obs_sf[t, col + c] for each server t: squash(the least routes[c, t, u] over the servers u with
+    per[u] >= 1, scale), 1 where there is none (c = 0: the way back to the client, 1: the hop away)."""
+    S = per.shape[0]
+    for c in range(2):
+        for t in range(S):
+            m = _INF
+            for u in range(S):
+                if per[u] >= 1.0 and routes[c, t, u] < m:
+                    m = routes[c, t, u]
+            obs_sf[t, col + c] = m / (abs(m) + scale) if m < _INF else 1.0
+
+
+@njit
+def update_mask(l, spent, per_sum, error, min_rest, usable, sb, lp_base, lp_cw, lp_tab, budget_ok_below,
+                joint_ok_below, mask_sb):
+    """The action mask for layer l by (server, width), the env's `_update_mask` rules: fits and
+    leaves whole smallest-width slots (sb[1] >= layers left - per_sum), keeps the budget with the
+    later layers at their least error, and with the LP bound on their error within the bytes they
+    can use (usable.sum() - sb[0] + sb[2]; lp_*: `_ErrorTables.lp_*`). Returns whether any is valid."""
+    S, B = mask_sb.shape
+    L = error.shape[0]
+    n_rest = L - l - 1
+    need = n_rest - per_sum
+    k = l + 1
+    total = _np_sum(usable)
+    base_mem, base_err = lp_base[k, 0], lp_base[k, 1]
+    cw = lp_cw[k]
+    any_valid = False
+    for b in range(B):
+        spent_after = spent + error[l, b]
+        budget_ok = spent_after + min_rest[k] <= budget_ok_below
+        for s in range(S):
+            ok = sb[1, s, b] >= need
+            if n_rest == 0:
+                ok = ok and budget_ok
+            elif ok:
+                extra = total - sb[0, s, b]
+                extra += sb[2, s, b]
+                extra -= base_mem
+                i = _search_left(cw, extra if extra >= 0.0 else 0.0)
+                frac = extra - lp_tab[k, 0, i]
+                frac /= lp_tab[k, 2, i]
+                frac = frac if frac >= 0.0 else 0.0
+                frac = frac if frac <= 1.0 else 1.0
+                frac *= lp_tab[k, 3, i]
+                frac += lp_tab[k, 1, i]  # the error removed
+                ok = ((spent_after if budget_ok else _INF) + (base_err - frac) <= joint_ok_below
+                      and extra >= -1e-6)
+            mask_sb[s, b] = ok
+            any_valid |= ok
+    return any_valid
+
+
+@njit
+def advance(s, b, l, prev, spent, free, servers, bit_idx, mem, error, pref, scal, srv, sb, rest, routes,
+            lp_base, lp_cw, lp_tab, obs_sf, obs_glob, hop_obs, error_obs, mask_sb):
+    """Layer l goes to server s at width b (the previous layer on `prev`; `spent`: the budget used
+    after it): places it, brings server s's mask terms (srv: whole smallest-width layers, whole
+    preferred-width layers, usable bytes; sb: usable bytes, slots gained and usable bytes after a
+    layer at each width; scal: w_min, w_max, epsilon, budget, the two budget limits, obs time scale,
+    sum of srv[0]) and the observation up to date as `_server_changed` did, then the mask for layer
+    l + 1 (all False at the end). Returns whether any action is valid."""
+    S, B = mask_sb.shape
+    L = error.shape[0]
+    servers[l] = s
+    bit_idx[l] = b
+    free[s] -= mem[b]
+    w_min, w_max, eps, budget = scal[0], scal[1], scal[2], scal[3]
+    f = free[s]
+    per = np.floor(f / w_min + 1e-9)
+    scal[7] += per - srv[0, s]
+    room_changed = (per >= 1.0) != (srv[0, s] >= 1.0)
+    srv[0, s] = per
+    srv[1, s] = np.floor(f / mem[pref] + 1e-9)
+    u = per * w_max
+    u = f if f <= u else u
+    srv[2, s] = u
+    for c in range(B):
+        w = mem[c]
+        sb[0, s, c] = u
+        after = f - w
+        after_c = after if after >= 0.0 else 0.0
+        per_after = np.floor(after_c / w_min + 1e-9)
+        sb[1, s, c] = per_after - per if after >= -1e-6 else -_INF
+        u_after = per_after * w_max
+        sb[2, s, c] = after_c if after_c <= u_after else u_after
+        h = np.floor(f / w + 1e-9) / L
+        obs_sf[s, B + 2 + c] = 1.0 if h >= 1.0 else (h if h >= -1.0 else -1.0)
+    for t in range(S):
+        obs_sf[t, B] = hop_obs[s, t]
+    if prev >= 0:
+        obs_sf[prev, 2 * B + 2] = 0.0
+    obs_sf[s, 2 * B + 2] = 1.0
+    if room_changed:
+        route_features(srv[0], routes, obs_sf, 2 * B + 3, scal[6])
+    k = l + 1
+    used = spent / eps
+    slack = ((budget - spent) - rest[0, k]) / eps
+    obs_glob[0] = k / L
+    obs_glob[1] = (L - k) / L
+    obs_glob[2] = 1.0 if used >= 1.0 else (used if used >= -1.0 else -1.0)
+    obs_glob[3] = 1.0 if slack >= 1.0 else (slack if slack >= -1.0 else -1.0)
+    r = rest[1, k]  # the later layers' error at the preferred width
+    ratio = (budget - spent) / r - 1.0 if r > 0 else 1.0
+    obs_glob[5] = 1.0 if ratio >= 1.0 else (ratio if ratio >= -1.0 else -1.0)
+    slots = 0.0
+    for t in range(S):
+        slots += srv[1, t]
+    ratio = slots / (L - k) - 1.0 if k < L else 1.0
+    obs_glob[6] = 1.0 if ratio >= 1.0 else (ratio if ratio >= -1.0 else -1.0)
+    row = k if k < L else L - 1
+    for c in range(B):
+        obs_glob[7 + c] = error_obs[row, c]
+    if k == L:
+        mask_sb[:, :] = False
+        return False
+    return update_mask(k, spent, scal[7], error, rest[0], srv[2], sb, lp_base, lp_cw, lp_tab, scal[4], scal[5],
+                       mask_sb)
