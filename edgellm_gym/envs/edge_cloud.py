@@ -10,13 +10,13 @@ bandwidth-chain and reward details below are our choices, stated where made.
 
 from __future__ import annotations
 
-import bisect
 import csv
 import functools
 import os
 from collections import deque
 from dataclasses import dataclass, field
 
+import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
@@ -25,17 +25,25 @@ from ..catalog import get_device, get_link, get_model
 from ..metrics import mean_or_zero
 from ..scenario import register_preset, require, resolve_scenario
 from ..workload import WorkloadSpec, sample_requests, workload_preset
+from . import edge_cloud_kernels as ker
 from .base import MaskedEnv
+from .edge_cloud_kernels import (BACKLOG, C_E_IDLE, C_E_INFER, C_E_TRAN, C_ENERGY_SCALE, C_MISS_PENALTY, C_NOW,
+                                 C_PERIOD, C_SLOT_S, C_STATE_NOW, C_T0, C_TIME_SCALE, C_W_IDLE, COMPUTE, DOWNLOAD,
+                                 ENERGY, FREE_MEM, K_COMPLETED, K_DRAW_END, K_DRAW_POS, K_I, K_PREPARED, K_SLOT,
+                                 K_TRACE, LATENCY, N_ACTION_FEATURES, R_ARRIVAL, R_COMPUTE, R_DOWN, R_END, R_KV,
+                                 R_LATENCY, R_REQUIREMENT, R_START, R_UP, RI_ACTION, RI_SERVICE, RI_UNIT, U_FREE_AT,
+                                 U_KV_RESERVED, U_LINK_LAT, U_MEM_FREE0, U_MEM_TOTAL, U_P_BUSY, U_P_IDLE, U_P_TX,
+                                 U_READY, U_TOP, U_TRACE_OFFSET, U_TRAN_W, UI_COUNT, UI_HEAD, UI_LEVEL, UI_TAIL, UPLOAD,
+                                 WAIT)
 
 __all__ = ["ServiceSpec", "EdgeCloudScenario", "EdgeCloudState", "EdgeCloudOffloadEnv", "load_bandwidth_trace",
            "markov_level_cdfs"]
 
 ENV_KEY = "EdgeCloudOffload"
-N_ACTION_FEATURES = 7
 N_REQUEST_FEATURES = 5
 MAX_CHAIN_STEPS = 256  # bandwidth slots beyond this are drawn from P^256 (the chain has mixed by then)
-# columns of the per-action table (EdgeCloudState.table)
-BACKLOG, UPLOAD, WAIT, COMPUTE, DOWNLOAD, LATENCY, ENERGY, FREE_MEM = range(8)
+# columns of the per-action table (EdgeCloudState.table): BACKLOG, UPLOAD, WAIT, COMPUTE, DOWNLOAD,
+# LATENCY, ENERGY, FREE_MEM (from edge_cloud_kernels)
 BITS = (2, 3, 4, 8, 16, 32)
 
 
@@ -221,7 +229,6 @@ def markov_level_cdfs(n_levels: int, stay_prob: float, max_steps: int = MAX_CHAI
     return cdf
 
 
-@dataclass
 class EdgeCloudState:
     """What reference policies may read (`env.unwrapped.state`; read-only by convention).
 
@@ -230,40 +237,64 @@ class EdgeCloudState:
     download times at the current bandwidth, queueing wait, compute time, total latency, and
     the weighted transmission + inference energy `w_tran E_tran + w_infer E_infer` (J).
     The per-action arrays are columns of one table (`table`, action x quantity). `valid` is
-    the action mask (read-only). The env's step path keeps the table and the link bandwidths
-    as Python numbers; `table` and `bw_bps` fill their arrays from them when read (the same
-    array objects, updated in place), so read them through the state at each step.
+    the action mask (read-only). Every attribute reads the env's compiled-step buffers when
+    read: `table` and `bw_bps` are the same array objects from step to step, updated in place,
+    so read them through the state at each step. After the last request the state keeps
+    describing it (only `bw_bps` moves on).
     """
 
-    now_s: float
-    request: int
-    service: int
-    prompt_tokens: int
-    output_tokens: int
-    upload_bytes: float
-    requirement_s: float
-    valid: np.ndarray
-    n_edge: int
-    _table: np.ndarray = field(repr=False)
-    _bw: np.ndarray = field(repr=False)
-    _table_values: list | None = field(default=None, repr=False)  # row-major, not yet in `_table`
-    _bw_values: list | None = field(default=None, repr=False)  # not yet in `_bw`
+    def __init__(self, env: "EdgeCloudOffloadEnv") -> None:
+        self._env = env
+        self.n_edge = env.scenario.n_edge
+
+    def __repr__(self) -> str:
+        return (f"EdgeCloudState(now_s={self.now_s!r}, request={self.request}, service={self.service}, "
+                f"prompt_tokens={self.prompt_tokens}, output_tokens={self.output_tokens}, "
+                f"upload_bytes={self.upload_bytes!r}, requirement_s={self.requirement_s!r}, "
+                f"valid={self.valid!r}, n_edge={self.n_edge})")
+
+    @property
+    def now_s(self) -> float:
+        return float(self._env._clock[C_STATE_NOW])
+
+    @property
+    def request(self) -> int:
+        return int(self._env._count[K_PREPARED])
+
+    @property
+    def service(self) -> int:
+        return int(self._env._req_i[self.request, RI_SERVICE])
+
+    @property
+    def prompt_tokens(self) -> int:
+        return int(self._env._prompt[self.request])
+
+    @property
+    def output_tokens(self) -> int:
+        return int(self._env._output[self.request])
+
+    @property
+    def upload_bytes(self) -> float:
+        return float(self._env._req[self.request, R_UP])
+
+    @property
+    def requirement_s(self) -> float:
+        return float(self._env._req[self.request, R_REQUIREMENT])
+
+    @property
+    def valid(self) -> np.ndarray:
+        """The action mask (read-only)."""
+        return self._env._mask
 
     @property
     def table(self) -> np.ndarray:
         """Per action (rows) backlog, upload, wait, compute, download, latency, energy, free memory."""
-        if self._table_values is not None:
-            self._table.reshape(-1)[:] = self._table_values
-            self._table_values = None
-        return self._table
+        return self._env._table
 
     @property
     def bw_bps(self) -> np.ndarray:
         """Each link's bandwidth now (bit/s): the M edge links, then the cloud's."""
-        if self._bw_values is not None:
-            self._bw[:] = self._bw_values
-            self._bw_values = None
-        return self._bw
+        return self._env._bw
 
     @property
     def backlog_s(self) -> np.ndarray:
@@ -387,55 +418,112 @@ class EdgeCloudOffloadEnv(MaskedEnv):
             self._trace = (t, period, np.stack([e] * m + [c]))  # (M+1, rows)
             self._allowed_bps = [np.unique(e)] * m + [np.unique(c)]
             top = np.array([e.max()] * m + [c.max()])
+            levels, cdf = np.ones(1), np.ones((1, 1, 1))  # unused
         else:
             self._trace = None
-            self._level_cdf = markov_level_cdfs(len(sc.bw_levels), sc.bw_stay_prob)
-            self._level_cdf_rows = self._level_cdf.tolist()  # [k][level]: a cumulative row, for bisect
-            self._levels = np.asarray(sc.bw_levels, dtype=float)
-            self._level_list = self._levels.tolist()
+            self._levels = levels = np.asarray(sc.bw_levels, dtype=float)
+            self._level_cdf = cdf = markov_level_cdfs(len(sc.bw_levels), sc.bw_stay_prob)
             self._allowed_bps = [self._nominal_bps[j] * self._levels for j in range(m + 1)]
             top = self._nominal_bps * self._levels[-1]
         self._top_bps = top
         self._mem_free0 = self._mem_total - self._mem_weights  # free memory of an empty edge server
         self._tran_w = sc.w_tran * self._p_tx
-        # the step path works on Python floats: per unit or action, a handful of scalars each
-        # (faster than numpy calls on arrays of M+1 elements)
-        self._p_idle_list, self._p_tx_list = self._p_idle.tolist(), self._p_tx.tolist()
-        self._p_busy_list, self._latency_list = self._p_busy_action.tolist(), self._latency_s.tolist()
-        self._tran_w_list, self._hosted_rows = self._tran_w.tolist(), self._hosted.tolist()
-        self._mem_free0_list, self._mem_total_list = self._mem_free0.tolist(), self._mem_total.tolist()
-        self._top_list, self._nominal_list = self._top_bps.tolist(), self._nominal_bps.tolist()
-        # the observation, float32, kept current in place: the request's features, then the features
-        # action by action; the last two of an action's are squashed x / (x + 1) in float32, as
-        # x / (c x + 1) over all of them (c = 1 there, else 0)
+
+        # The step runs compiled (edge_cloud_kernels) on two flat buffers, f (float64) and x (int64),
+        # cut into parts with named columns; `_build_views` binds numpy views of them. Per request
+        # (F_REQ, X_REQ): its numbers, dispatch and place in its unit's job list; per unit (F_UNITS,
+        # X_UNITS): constants, when it frees, reserved KV memory, its job list, link bandwidth level.
+        n, u, links, trace_rows = sc.n_requests, m + g, m + 1, len(self._trace[0]) if self._trace else 1
+        self._f, self._x = ker.allocate(
+            [(1, ker.N_CLOCK), (u, ker.N_UNIT_COLS), (n, ker.R_COMPUTE + 2 * links + k + N_REQUEST_FEATURES),
+             (links, 8), (1, links), (links, len(levels)), (cdf.shape[0] * cdf.shape[1], cdf.shape[2]),
+             (1, trace_rows), (links, trace_rows), (1, links * n)],  # the F_* parts in order
+            [(1, ker.N_COUNT), (u, 4), (n, 4), (k, m), (1, links)])  # the X_* parts in order
+        # the observation, float32, kept current in place by the kernels
         self._obs_buf = np.zeros(k + N_REQUEST_FEATURES + N_ACTION_FEATURES * (m + 1), dtype=np.float32)
-        c = np.zeros((m + 1, N_ACTION_FEATURES), dtype=np.float32)
-        c[:, 5:7] = 1.0
-        self._obs_c = c.ravel()
-        self._obs_tmp = np.zeros(N_ACTION_FEATURES * (m + 1), dtype=np.float32)
-        self._obs_one = np.ones(N_ACTION_FEATURES * (m + 1), dtype=np.float32)
         self._build_views()
-        self._mask_patterns: dict[tuple[bool, ...], np.ndarray] = {}  # valid actions -> the mask (read-only)
+        clock, units = self._clock, self._units
+        clock[[C_TIME_SCALE, C_ENERGY_SCALE, C_W_IDLE, C_MISS_PENALTY, C_SLOT_S]] = (
+            sc.time_scale_s, sc.energy_scale_j, sc.w_idle, sc.miss_penalty, sc.bw_slot_s)
+        units[:, U_P_IDLE] = self._p_idle
+        for col, values in ((U_P_TX, self._p_tx), (U_P_BUSY, self._p_busy_action), (U_LINK_LAT, self._latency_s),
+                            (U_TRAN_W, self._tran_w), (U_TOP, top)):
+            units[:links, col] = values
+        units[:m, U_MEM_FREE0], units[:m, U_MEM_TOTAL] = self._mem_free0, self._mem_total
+        self._hosted_x[:] = self._hosted
+        if self._trace is None:
+            self._level_bps[:] = self._nominal_bps[:, None] * levels  # nominal x level, as the chain sets it
+            self._cdf[:] = cdf.reshape(self._cdf.shape)
+        else:
+            clock[C_PERIOD] = self._trace[1]
+            self._trace_t[0], self._trace_bps[:] = self._trace[0], self._trace[2]
+            self._count[K_TRACE] = 1
+        self._rng_snapshot: dict | None = None  # np_random's state before the pre-drawn uniforms (see np_random)
+        self._mask_patterns: dict[int, np.ndarray] = {}  # mask code -> the mask (read-only)
         self.action_space = spaces.Discrete(m + 1)
         self.observation_space = spaces.Box(-1.0, 1.0, (k + N_REQUEST_FEATURES + N_ACTION_FEATURES * (m + 1),),
                                             np.float32)
         self._mask = np.zeros(m + 1, dtype=bool)
         self._mask[m] = True  # the cloud is always valid
         self._record_segments = render_mode == "rgb_array"  # the timeline only an rgb frame draws
+        self._segments: deque = deque(maxlen=80)
         self.state: EdgeCloudState | None = None
 
-    _VIEWS = ("_obs_head", "_obs_flat", "_obs_act")
+    _VIEWS = ("_clock", "_units", "_req", "_table", "_bw", "_level_bps", "_cdf", "_trace_t", "_trace_bps",
+              "_draws", "_count", "_units_i", "_req_i", "_hosted_x", "_mask_x")
 
     def _build_views(self) -> None:
-        """Views of the observation buffer the step path writes through; rebuilt after unpickling
-        or deep-copying (a copied view no longer shares its base's memory)."""
-        head = len(self.scenario.services) + N_REQUEST_FEATURES
-        self._obs_head = self._obs_buf[:head]
-        self._obs_flat = self._obs_buf[head:]
-        self._obs_act = self._obs_flat.reshape(self.scenario.n_edge + 1, N_ACTION_FEATURES)
+        """Named views of the kernels' buffers; rebuilt after unpickling or deep-copying (a copied
+        view no longer shares its base's memory)."""
+        (self._clock, self._units, self._req, self._table, self._bw, self._level_bps, self._cdf, self._trace_t,
+         self._trace_bps, self._draws, self._count, self._units_i, self._req_i, self._hosted_x,
+         self._mask_x) = ker.views(self._f, self._x)
+        for name in ("_clock", "_bw", "_draws", "_count", "_mask_x"):  # one-row parts: 1-d
+            setattr(self, name, getattr(self, name)[0])
+
+    # ------------------------------------------------------- random numbers
+    # A step that moves the bandwidth chain draws one uniform per link from np_random. reset()
+    # draws them all for the episode's arrivals at once (the same numbers: a Generator's uniforms
+    # come one after another), after a snapshot of the generator; reading np_random (a reset,
+    # a user) puts it back where one-by-one drawing would have left it.
+    @property
+    def np_random(self) -> np.random.Generator:
+        if self._rng_snapshot is not None:
+            self._sync_rng()
+        return gym.Env.np_random.fget(self)
+
+    @np_random.setter
+    def np_random(self, value: np.random.Generator) -> None:
+        self._drop_predrawn()
+        gym.Env.np_random.fset(self, value)
+
+    def _sync_rng(self) -> None:
+        """Rewind np_random to the snapshot, redraw the uniforms used so far; the rest are dropped."""
+        used, drawn, snapshot = int(self._count[K_DRAW_POS]), int(self._count[K_DRAW_END]), self._rng_snapshot
+        self._drop_predrawn()
+        rng = gym.Env.np_random.fget(self)
+        if used < drawn:  # not all used: the generator is ahead
+            rng.bit_generator.state = snapshot
+            rng.random(used)
+
+    def _drop_predrawn(self) -> None:
+        self._rng_snapshot = None
+        self._count[K_DRAW_POS] = self._count[K_DRAW_END] = 0
+
+    def _predraw(self, rng: np.random.Generator) -> None:
+        """Draw the uniforms of every bandwidth move up to the last arrival (one per link each)."""
+        arrival, m = self._arrival, self.scenario.n_edge
+        slots = np.floor_divide(arrival - arrival[0], self.scenario.bw_slot_s)  # each arrival's slot
+        k = (m + 1) * int(np.count_nonzero(slots[1:] > slots[:-1]))
+        if k:
+            self._rng_snapshot = rng.bit_generator.state
+            rng.random(out=self._draws[:k])
+        self._count[K_DRAW_POS], self._count[K_DRAW_END] = 0, k
 
     # ----------------------------------------------------------------- reset
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._drop_predrawn()
         super().reset(seed=seed)
         sc, rng, m = self.scenario, self.np_random, self.scenario.n_edge
         req = sample_requests(sc.workload, rng, sc.n_requests)
@@ -462,44 +550,37 @@ class EdgeCloudOffloadEnv(MaskedEnv):
                        + self._compute[:, 1])
         ideal = np.where(self._hosted.any(axis=1)[svc], np.minimum(ideal_edge, ideal_cloud), ideal_cloud)
         self._requirement = np.array([s.slack for s in sc.services])[svc] * ideal
-        # per request and action: compute time and weighted inference energy (constant over the episode)
-        self._compute_a = np.repeat(self._compute, [m, 1], axis=1)  # (n, M+1)
-        self._infer_j = sc.w_infer * self._p_busy_action * self._compute_a
-        # per request: Python-number copies for the step path, and its part of the observation
-        self._svc_list, self._arrival_list = svc.tolist(), self._arrival.tolist()
-        self._kv_list, self._requirement_list = self._kv.tolist(), self._requirement.tolist()
-        self._up_list, self._down_list = self._up_bytes.tolist(), self._down_bytes.tolist()
-        self._prompt_list, self._output_list = self._prompt.tolist(), self._output.tolist()
-        # flat (row-major) lists: a list of lists per request would cost the garbage collector more
-        self._compute_flat, self._infer_flat = self._compute_a.ravel().tolist(), self._infer_j.ravel().tolist()
-        self._obs_request = self._request_features(svc)
+
+        # the kernels' per-request part: numbers, compute time and weighted inference energy per
+        # action (constant over the episode), its part of the observation; nothing dispatched yet
+        r, links = self._req, m + 1
+        for col, values in ((R_ARRIVAL, self._arrival), (R_KV, self._kv), (R_REQUIREMENT, self._requirement),
+                            (R_UP, self._up_bytes), (R_DOWN, self._down_bytes)):
+            r[:, col] = values
+        compute = r[:, R_COMPUTE: R_COMPUTE + links]
+        compute[:, :m], compute[:, m] = self._compute[:, :1], self._compute[:, 1]
+        np.multiply(sc.w_infer * self._p_busy_action, compute, out=r[:, R_COMPUTE + links: R_COMPUTE + 2 * links])
+        r[:, R_COMPUTE + 2 * links:] = self._request_features(svc)
+        self._req_i[:, RI_SERVICE], self._req_i[:, RI_ACTION:] = svc, -1
 
         # servers, links, accounting
         self._t0 = float(self._arrival[0])
-        u = m + sc.cloud_gpus
-        self._free_at = [self._t0] * u  # per unit (M edge servers, then the cloud GPUs)
-        self._ready = [self._t0] * (m + 1)  # per action: when its server (the first free GPU) is free
-        self._jobs: list[deque] = [deque() for _ in range(u)]  # (start, end, kv bytes) not yet finished
-        self._kv_reserved = [0.0] * m
+        clock, units, units_i = self._clock, self._units, self._units_i
+        clock[[C_NOW, C_T0, C_E_TRAN, C_E_INFER, C_E_IDLE]] = self._t0, self._t0, 0.0, 0.0, 0.0
+        units[:, U_FREE_AT] = self._t0  # per unit (M edge servers, then the cloud GPUs)
+        units[:links, U_READY] = self._t0  # per action: when its server (the first free GPU) is free
+        units[:m, U_KV_RESERVED] = 0.0
+        units_i[:, [UI_HEAD, UI_TAIL]], units_i[:, UI_COUNT] = -1, 0  # empty job lists
+        self._count[[K_I, K_SLOT, K_COMPLETED]] = 0
         if self._trace is None:
-            self._level = rng.integers(len(sc.bw_levels), size=m + 1).tolist()
-            self._set_bandwidth((self._nominal_bps * self._levels[self._level]).tolist())
+            units_i[:links, UI_LEVEL] = rng.integers(len(sc.bw_levels), size=links)
+            self._predraw(rng)
         else:
-            self._trace_offset = rng.uniform(0.0, self._trace[1], size=m + 1)
-            self._set_trace_bw(self._t0)
-        self._slot = 0
-        self._i = 0
-        self._now = self._last_now = self._t0
-        self._action: list[int] = []  # per dispatched request, in order
-        self._lat: list[float] = []
-        self._e_tran = self._e_infer = self._e_idle = 0.0
-        self._completed = 0
-        self._segments: deque = deque(maxlen=80)
-        self.state = EdgeCloudState(
-            now_s=self._now, request=0, service=0, prompt_tokens=0, output_tokens=0, upload_bytes=0.0,
-            requirement_s=0.0, valid=self._mask, n_edge=m, _table=np.zeros((m + 1, 8)), _bw=np.empty(m + 1),
-            _bw_values=self._bw_list)
-        self._prepare()
+            units[:links, U_TRACE_OFFSET] = rng.uniform(0.0, self._trace[1], size=links)
+        self._last_now = self._t0
+        self._segments.clear()
+        self.state = EdgeCloudState(self)
+        self._set_mask(ker.start(self._f, self._x, self._obs_buf))
         return self._obs(), self._info()
 
     def _request_features(self, svc: np.ndarray) -> np.ndarray:
@@ -512,172 +593,39 @@ class EdgeCloudOffloadEnv(MaskedEnv):
                                 r / (r + sc.time_scale_s), np.arange(n) / n]).astype(np.float32)
 
     # ------------------------------------------------------------------ step
-    # The step path works on Python floats: per unit or action, a handful of scalars each (faster
-    # than numpy calls on arrays of M+1 elements); numpy only for the observation buffer.
+    # One compiled call does the step's arithmetic (edge_cloud_kernels.step: dispatch, idle energy
+    # until the next arrival, bandwidth, the next request's table, mask and observation); here only
+    # the result is packed.
     def _step(self, a: int):
-        i = self._i
-        if i >= len(self._arrival_list):
-            raise RuntimeError("the episode has ended: call reset()")
-        sc, m = self.scenario, self.scenario.n_edge
-        j = a * 8
-        _, upload, wait, compute, _, latency, weighted, _ = self._table_values[j: j + 8]
-        free_at = self._free_at
-        if a < m:
-            unit = a
-        else:  # the cloud GPU that frees first
-            gpus = free_at[m:]
-            unit = m + gpus.index(min(gpus))
-        start = self._now + upload + wait
-        end = start + compute
-        free_at[unit] = end
-        if a < m:
-            self._ready[a] = end
-            kv = self._kv_list[i]
-            self._kv_reserved[a] += kv
-        else:
-            self._ready[a] = min(free_at[m:])
-            kv = 0.0
-        self._jobs[unit].append((start, end, kv))
-        service = self._svc_list[i]
+        (reward, terminated, code, need, i, service, latency, requirement, weighted, met,
+         now) = ker.step(a, self._f, self._x, self._obs_buf)
+        if need:
+            if need < 0:
+                raise RuntimeError("the episode has ended: call reset()")
+            # no pre-drawn uniforms left (the last step, or np_random was read): draw them now
+            code = ker.finish(self._f, self._x, self._obs_buf, self.np_random.random(len(self._bw)))
+        mask = self._mask_patterns.get(code)
+        self._mask = mask if mask is not None else self._set_mask(code)
         if self._record_segments:
-            self._segments.append((unit, start, end, service))
-        self._e_tran += self._p_tx_list[a] * (upload - self._latency_list[a])
-        self._e_infer += self._p_busy_list[a] * compute
-        self._action.append(a)
-        self._lat.append(latency)
-        requirement = self._requirement_list[i]
-        met = latency <= requirement
-        dispatched = {"request": i, "service": service, "action": a, "latency_s": latency,
-                      "requirement_s": requirement, "energy_j": weighted, "met": met}
-
-        self._i = i = i + 1
-        terminated = i == len(self._arrival_list)
-        t_next = max(free_at) if terminated else self._arrival_list[i]
-        idle_j = self._advance(t_next if t_next > self._now else self._now)  # max(t_next, now)
-        reward = -(weighted + sc.w_idle * idle_j) / sc.energy_scale_j - (0.0 if met else sc.miss_penalty)
-        if not terminated:
-            self._prepare()
-        else:  # no next request: of the observation, only the bandwidth share moves
-            self._obs_act[:, 3] = self._bw_share
-        info = {"action_mask": self._mask.copy(), "invalid_action": False, "now_s": self._now,
-                "dispatched": dispatched}
+            self._segments.append((int(self._req_i[i, RI_UNIT]), float(self._req[i, R_START]),
+                                   float(self._req[i, R_END]), service))
+        info = {"action_mask": self._mask.copy(), "invalid_action": False, "now_s": now,
+                "dispatched": {"request": i, "service": service, "action": a, "latency_s": latency,
+                               "requirement_s": requirement, "energy_j": weighted, "met": met}}
         if terminated:
             info["episode_metrics"] = self.episode_metrics()
         return self._obs_buf.copy(), reward, terminated, False, info
 
-    def _advance(self, t: float) -> float:
-        """Move time to `t`: idle energy of every unit over (now, t], finished jobs release their
-        KV memory, bandwidth moves on. Returns the idle energy (J, unweighted)."""
-        now, m, p_idle = self._now, self.scenario.n_edge, self._p_idle_list
-        dt = t - now
-        idle_j = 0.0
-        for u, jobs in enumerate(self._jobs):
-            if not jobs:  # idle throughout (dt - 0.0 is dt)
-                idle_j += p_idle[u] * dt
-                continue
-            busy = 0.0
-            while jobs:
-                start, end, kv = jobs[0]
-                if start >= t:
-                    break
-                busy += (t if t < end else end) - (now if now > start else start)  # overlap with (now, t]
-                if end > t:
-                    break
-                jobs.popleft()
-                self._completed += 1
-                if u < m:
-                    self._kv_reserved[u] -= kv
-            idle_j += p_idle[u] * (dt - busy)
-        self._e_idle += idle_j
-        self._now = t
-        if self._trace is not None:
-            self._set_trace_bw(t)
-        else:
-            slot = int((t - self._t0) // self.scenario.bw_slot_s)
-            if slot > self._slot:
-                self._move_bandwidth(slot)
-        return idle_j
-
-    def _move_bandwidth(self, slot: int) -> None:
-        """Move the Markov chain of every link to bandwidth slot `slot` (after the current one)."""
-        k = slot - self._slot
-        if k > MAX_CHAIN_STEPS:
-            k = MAX_CHAIN_STEPS
-        self._slot = slot
-        # each link's next level: the number of its P^k cumulative probabilities <= a uniform draw
-        cdf = self._level_cdf_rows[k]
-        draws = self.np_random.random(len(self._level)).tolist()
-        self._level = levels = [bisect.bisect_right(cdf[level], x) for level, x in zip(self._level, draws)]
-        level_list = self._level_list
-        self._set_bandwidth([nominal * level_list[level] for nominal, level in zip(self._nominal_list, levels)])
-
-    def _set_trace_bw(self, t: float) -> None:
-        times, period, rates = self._trace
-        pos = np.mod(t - self._t0 + self._trace_offset, period)
-        row = np.searchsorted(times, pos, side="right") - 1
-        self._set_bandwidth(rates[np.arange(len(row)), row].tolist())
-
-    def _set_bandwidth(self, bw: list[float]) -> None:
-        """Set every link's bandwidth (bit/s) and what follows it: seconds per byte, observed share."""
-        self._bw_list = bw
-        if self.state is not None:
-            self.state._bw_values = bw
-        self._s_per_byte = [8.0 / b for b in bw]
-        self._bw_share = [b / top for b, top in zip(bw, self._top_list)]
-
-    def _prepare(self) -> None:
-        """Fill the state, mask and per-action observation features for the current request, in
-        one pass over the M+1 actions in Python floats (a dozen values each)."""
-        st, sc, m, i = self.state, self.scenario, self.scenario.n_edge, self._i
-        k = self._svc_list[i]
-        now, kv, requirement = self._now, self._kv_list[i], self._requirement_list[i]
-        up_bytes, down_bytes = self._up_list[i], self._down_list[i]
-        st.now_s, st.request, st.service = now, i, k
-        st.prompt_tokens, st.output_tokens = self._prompt_list[i], self._output_list[i]
-        st.upload_bytes, st.requirement_s = up_bytes, requirement
-        j = i * (m + 1)
-        compute, infer, hosted = self._compute_flat[j: j + m + 1], self._infer_flat[j: j + m + 1], self._hosted_rows[k]
-        s_per_byte, link_latency, ready, tran_w = self._s_per_byte, self._latency_list, self._ready, self._tran_w_list
-        free0, total, reserved, bw_share = self._mem_free0_list, self._mem_total_list, self._kv_reserved, self._bw_share
-        time_scale, energy_scale = sc.time_scale_s, sc.energy_scale_j
-        table, features, mask = [], [], []
-        for a in range(m + 1):
-            tx = s_per_byte[a] * up_bytes
-            upload = link_latency[a] + tx
-            download = s_per_byte[a] * down_bytes + link_latency[a]
-            backlog = ready[a] - now
-            if backlog < 0.0:
-                backlog = 0.0
-            wait = backlog - upload
-            if wait < 0.0:
-                wait = 0.0
-            latency = ((upload + wait) + compute[a]) + download
-            energy = tran_w[a] * tx + infer[a]
-            if a < m:
-                free = free0[a] - reserved[a]
-                valid, free_share = free >= kv and hosted[a], free / total[a]
-            else:  # the cloud: always valid, its memory not modelled
-                free, valid, free_share = np.inf, True, 1.0
-            table += (backlog, upload, wait, compute[a], download, latency, energy, free)
-            # valid, backlog, free memory share, bandwidth share, busy now, latency / requirement, energy
-            features += (valid, backlog / (backlog + time_scale), free_share, bw_share[a], backlog > 0.0,
-                         latency / requirement, energy / energy_scale)
-            mask.append(valid)
-        self._table_values = st._table_values = table
-        key = tuple(mask)
-        valid = self._mask_patterns.get(key)
-        if valid is None:
-            valid = np.array(mask, dtype=bool)
-            valid.flags.writeable = False
-            self._mask_patterns[key] = valid
-        self._mask = st.valid = valid
-        # the observation: the request's features, the action features squashed in place (float32)
-        self._obs_head[:] = self._obs_request[i]
-        f, den = self._obs_flat, self._obs_tmp
-        f[:] = features
-        np.multiply(f, self._obs_c, den)  # positional outputs: a keyword costs more than the arithmetic
-        np.add(den, self._obs_one, den)
-        np.divide(f, den, f)
+    def _set_mask(self, code: int) -> np.ndarray:
+        """The mask of `code` (the kernels' bits; -1: read X_MASK), one read-only array per pattern."""
+        key = code if code >= 0 else tuple(self._mask_x.tolist())
+        mask = self._mask_patterns.get(key)
+        if mask is None:
+            mask = self._mask_x.astype(bool)
+            mask.flags.writeable = False
+            self._mask_patterns[key] = mask
+        self._mask = mask
+        return mask
 
     # --------------------------------------------------------- observations
     def _obs(self) -> np.ndarray:
@@ -688,56 +636,72 @@ class EdgeCloudOffloadEnv(MaskedEnv):
     def _info(self) -> dict:
         return {"action_mask": self._mask.copy(), "invalid_action": False, "now_s": self._now}
 
+    # the simulation's scalars, from the kernels' buffers
+    @property
+    def _now(self) -> float:
+        return float(self._clock[C_NOW])
+
+    @property
+    def _i(self) -> int:
+        """Requests dispatched so far (the index of the current one)."""
+        return int(self._count[K_I])
+
+    def _energy(self) -> tuple[float, float, float]:
+        """Unweighted transmission, inference and idle energy so far (J)."""
+        return float(self._clock[C_E_TRAN]), float(self._clock[C_E_INFER]), float(self._clock[C_E_IDLE])
+
     # -------------------------------------------------------------- metrics
     def counts(self) -> dict[str, int]:
         """Request accounting: arrived = dispatched + pending; dispatched = completed + in servers."""
-        n = len(self._arrival)
-        dispatched = self._i
-        return {"arrived": min(self._i + 1, n), "dispatched": dispatched, "pending": int(self._i < n),
-                "completed": self._completed, "in_servers": sum(len(j) for j in self._jobs), "total": n}
+        n, i = len(self._arrival), self._i
+        return {"arrived": min(i + 1, n), "dispatched": i, "pending": int(i < n),
+                "completed": int(self._count[K_COMPLETED]), "in_servers": int(self._units_i[:, UI_COUNT].sum()),
+                "total": n}
 
     def invariant_violations(self) -> list[str]:
-        bad, c = [], self.counts()
-        if self._now < self._last_now:
-            bad.append(f"time ran backwards: {self._now} < {self._last_now}")
-        self._last_now = self._now
+        bad, c, now = [], self.counts(), self._now
+        if now < self._last_now:
+            bad.append(f"time ran backwards: {now} < {self._last_now}")
+        self._last_now = now
         if c["arrived"] != c["dispatched"] + c["pending"] or c["dispatched"] != c["completed"] + c["in_servers"]:
             bad.append(f"requests lost: {c}")
         for j, bw in enumerate(self.state.bw_bps):
             if not np.any(np.isclose(bw, self._allowed_bps[j], rtol=1e-12, atol=0)):
                 bad.append(f"link {j} bandwidth {bw} not one of its levels {self._allowed_bps[j]}")
-        for name in ("_e_tran", "_e_infer", "_e_idle"):
-            if getattr(self, name) < -1e-9:
-                bad.append(f"negative energy {name}: {getattr(self, name)}")
-        kv_reserved = np.array(self._kv_reserved)
+        for name, e in zip(("e_tran", "e_infer", "e_idle"), self._energy()):
+            if e < -1e-9:
+                bad.append(f"negative energy {name}: {e}")
+        kv_reserved = self._units[: self.scenario.n_edge, U_KV_RESERVED]
         if np.any(self._mem_weights + kv_reserved > self._mem_total * (1 + 1e-12)):
             bad.append("edge memory over capacity")
         if np.any(kv_reserved < -1e-6):
             bad.append("negative reserved KV memory")
-        if self._i < len(self._arrival) and not self._mask.any():
+        if c["pending"] and not self._mask.any():
             bad.append("no valid action in a non-terminal state")
         return bad
 
     def episode_metrics(self) -> dict[str, float]:
-        n = len(self._action)  # the first n requests are dispatched
-        lat = np.array(self._lat, dtype=float)
+        n = self._i  # the first n requests are dispatched
+        lat = self._req[:n, R_LATENCY].copy()
         met = int(np.sum(lat <= self._requirement[:n]))
-        span = (max(self._free_at) if n else self._now) - self._t0
-        energy = self._e_tran + self._e_infer + self._e_idle
+        span = (float(self._units[:, U_FREE_AT].max()) if n else self._now) - self._t0
+        e_tran, e_infer, e_idle = self._energy()
+        energy = e_tran + e_infer + e_idle
         return {
             "throughput_rps": met / span if span > 0 else 0.0,
             "energy_per_request_j": energy / n if n else 0.0,
             "deadline_satisfaction": met / n if n else 0.0,
-            "cloud_share": float(np.mean(np.array(self._action) == self.scenario.n_edge)) if n else 0.0,
+            "cloud_share": float(np.mean(self._req_i[:n, RI_ACTION] == self.scenario.n_edge)) if n else 0.0,
             "mean_latency_s": mean_or_zero(lat),
         }
 
     # ------------------------------------------------------------- rendering
     def _render_ansi(self) -> str:
         st, m = self.state, self.scenario.n_edge
+        e_tran, e_infer, e_idle = self._energy()
         lines = [f"t={self._now:9.2f}s request {st.request}/{len(self._arrival)} "
                  f"service={self.scenario.services[st.service].name} requirement={st.requirement_s:.2f}s "
-                 f"energy={self._e_tran + self._e_infer + self._e_idle:.0f} J"]
+                 f"energy={e_tran + e_infer + e_idle:.0f} J"]
         for a in range(m + 1):
             name = f"edge {a}" if a < m else "cloud "
             lines.append(f"  {name} {'ok' if self._mask[a] else '--'} backlog={st.backlog_s[a]:7.2f}s "
