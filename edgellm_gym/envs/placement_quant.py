@@ -9,10 +9,11 @@ from gymnasium import spaces
 
 from .. import costs
 from ..catalog import DEVICES, get_device, get_model
-from ..quantization import SUPPORTED_BITS, error_source, error_table, quantization_ratio
+from ..quantization import FP16_BITS, SUPPORTED_BITS, error_source, error_table
 from ..scenario import register_preset, require, resolve_scenario
 from .base import MaskedEnv, squash
-from .placement_quant_kernels import advance, lookahead_q, route_features, update_mask, write_lookahead
+from .placement_quant_kernels import (advance, fits_uniformly, instance_arrays, lookahead_q, start_episode,
+                                      update_mask, write_lookahead)
 
 __all__ = [
     "PlacementProblem",
@@ -217,6 +218,7 @@ class _ErrorTables:
         self.unplaced = np.full(L, -1)  # servers / widths of a new episode
         bounds = _error_lower_bounds(mem_bytes, error)
         n_max = max(cw.size for _, _, cw, _ in bounds)
+        self._rest_rows: dict = {}
         self.lp_base = np.array([(base_mem, base_err) for base_mem, base_err, _, _ in bounds])
         self.lp_cw = np.full((L + 1, n_max), np.inf)
         self.lp_tab = np.zeros((L + 1, 4, n_max + 1))
@@ -228,6 +230,14 @@ class _ErrorTables:
             self.lp_cw[k, :n] = cw
             self.lp_tab[k, :, :n + 1] = np.stack([cw0, ce0, np.append(np.where(seg_w > 0, seg_w, 1.0), 1.0),
                                                    np.append(ce - ce0[:-1], 0.0)])
+
+
+    def rest_rows(self, preferred: int) -> np.ndarray:
+        """(2, L + 1): the later layers' least error, and their error at width `preferred`, from layer k on."""
+        rows = self._rest_rows.get(preferred)
+        if rows is None:
+            rows = self._rest_rows[preferred] = np.stack([self.min_rest, self.rest[:, preferred]])
+        return rows
 
 
 class _Lookahead:
@@ -450,23 +460,18 @@ class _Sampler:
             t = self.models[sc.models[int(rng.integers(len(sc.models)))]]
             dev = rng.integers(len(sc.devices), size=S)
             speed = rng.uniform(sc.speed_min, sc.speed_max, size=S)
-            compute = t.device_time_s[dev] / speed[:, None]
             bw = rng.uniform(sc.link_bw_min_bps, sc.link_bw_max_bps, size=self.n_pairs)
             lat = rng.uniform(sc.link_latency_min_s, sc.link_latency_max_s, size=self.n_pairs)
-            hops = np.empty(self.n_pairs + 1)
-            hops[0] = 0.0
-            np.add(lat, t.act_bits / bw, out=hops[1:])
-            transfer = hops[self.pair_index]
             cbw = rng.uniform(sc.client_bw_min_bps, sc.client_bw_max_bps, size=S)
             clat = rng.uniform(sc.client_latency_min_s, sc.client_latency_max_s, size=S)
-            client = clat + t.act_bits / cbw
-            free = np.minimum(rng.uniform(sc.mem_frac_min, sc.mem_frac_max, size=S) * t.fp16_model,
-                              t.device_free[dev])
-            capacity = np.maximum(free, 0.0)
+            mem_frac = rng.uniform(sc.mem_frac_min, sc.mem_frac_max, size=S)
             budget = float(rng.uniform(sc.budget_min, sc.budget_max) * t.budget_ref)
+            compute, transfer, client, capacity = np.empty((S, len(sc.bits))), np.empty((S, S)), np.empty(S), np.empty(S)
+            instance_arrays(dev, speed, bw, lat, cbw, clat, mem_frac, t.device_time_s, t.act_bits, self.pair_index,
+                            float(t.fp16_model), t.device_free, compute, transfer, client, capacity)
             # uniform_completion_exists(p, capacity, 0.0, 0), on the model's tables
-            slots = np.floor(capacity[:, None] / t.mem_bytes[None, :] + _EPS).sum(axis=0)
-            if np.any((slots >= t.n_layers) & (t.error_tables.rest[0] <= budget * (1 + 1e-12) + 1e-15)):
+            if fits_uniformly(capacity, t.error_tables.mem, t.error_tables.rest[0], t.n_layers,
+                              budget * (1 + 1e-12) + 1e-15):
                 p = PlacementProblem._unchecked(compute, transfer, client, client.copy(), t.mem_bytes, capacity,
                                                t.error, budget, self.bits, t.params_per_layer)
                 names = self.device_names
@@ -630,6 +635,8 @@ class PlacementQuantizationEnv(MaskedEnv):
         self.observation_space = spaces.Box(-1.0, 1.0, (n_obs,), np.float32)
         self._mask = np.zeros(S * B, dtype=bool)
         self._obs_buf = np.zeros(n_obs, dtype=np.float32)  # kept current step by step
+        # per-episode terms of the kernels (see reset), reused from one episode to the next
+        self._srv, self._sb, self._routes, self._scal = np.empty((3, S)), np.empty((3, S, B)), np.empty((2, S, S)), np.empty(8)
         self._build_views()
         self._sampler = _sampler(sc)  # the scenario's constants, computed once
         self.state: PlacementQuantState | None = None
@@ -668,9 +675,12 @@ class PlacementQuantizationEnv(MaskedEnv):
                 raise ValueError(f"options['problem'] must have {sc.n_servers} servers and bits {sc.bits}")
             model, names = str(options.get("model", "given")), tuple(options.get("devices", ("?",) * p.n_servers))
             tables = _ErrorTables(p.mem_bytes, p.error)
+            times = [np.array(x, dtype=np.float64, order="C") for x in (p.compute_s, p.transfer_s, p.client_in_s,
+                                                                        p.client_out_s)]  # the kernel's types
         else:
             p, t, names = self._sampler.draw(self.np_random)
             model, tables = t.name, t.error_tables
+            times = (p.compute_s, p.transfer_s, p.client_in_s, p.client_out_s)
         unplaced = tables.unplaced
         self.state = st = PlacementQuantState(problem=p, model=model, devices=names, layer=0,
                                               servers=unplaced.copy(), bit_idx=unplaced.copy(),
@@ -682,31 +692,22 @@ class PlacementQuantizationEnv(MaskedEnv):
         self._compute_rows, self._transfer_rows = p.compute_s.tolist(), p.transfer_s.tolist()
         self._client_in, self._client_out = p.client_in_s.tolist(), p.client_out_s.tolist()
         self._transfer_s = 0.0
-        # what the mask and the observation need per server, kept current by the `advance` kernel:
-        # _srv rows: whole layers at the smallest width, whole layers at the preferred width, bytes
-        # usable by later layers (min(free, whole smallest-width layers x largest layer size));
-        # _sb (per server and width): the usable bytes, the whole smallest-width layers gained (<= 0,
-        # -inf where the layer does not fit) and the usable bytes after placing the layer there
-        free, w_min, w_max = st.free_bytes, tables.w_min, tables.w_max
-        per = np.floor(free / w_min + _EPS)
-        usable = np.minimum(free, per * w_max)
-        after = free[:, None] - p.mem_bytes[None, :]
-        after_c = np.maximum(after, 0.0)
-        per_after = np.floor(after_c / w_min + _EPS)
-        self._srv = np.stack([per, np.floor(free / p.mem_bytes[self._preferred] + _EPS), usable])
-        self._sb = np.stack([np.repeat(usable[:, None], p.n_bits, axis=1),
-                             np.where(after >= -1e-6, per_after - per[:, None], -np.inf),
-                             np.minimum(after_c, per_after * w_max)])
-        # the later layers' least error, and their error at the preferred width, from layer k on
-        self._rest = np.stack([tables.min_rest, tables.rest[:, self._preferred]])
-        # route features: hop + client hop through each server, hop to another server (rows: from)
-        self._routes = np.stack([p.transfer_s + p.client_out_s[None, :],
-                                 p.transfer_s + np.where(np.eye(p.n_servers, dtype=bool), np.inf, 0.0)])
-        eps = self._eps = max(p.budget, 1e-12)
-        # w_min, w_max, epsilon, budget, the mask's two budget limits, obs time scale, sum of _srv[0]
-        self._scal = np.array([w_min, w_max, eps, p.budget, p.budget * (1 + 1e-12) + 1e-15,
-                               p.budget * (1 + 1e-9) + 1e-12, sc.obs_time_scale_s, float(per.sum())])
-        self._write_first_obs()
+        # what the mask and the observation need, kept current by the `advance` kernel (filled by
+        # `start_episode`, with the first observation): _srv rows per server: whole layers at the
+        # smallest width, whole layers at the preferred width, bytes usable by later layers
+        # (min(free, whole smallest-width layers x largest layer size)); _sb per (server, width): the
+        # usable bytes, the whole smallest-width layers gained (<= 0, -inf where the layer does not
+        # fit) and the usable bytes after placing the layer there; _routes: hop + client hop through
+        # each server, hop to another server (rows: from); _scal: w_min, w_max, epsilon, budget, the
+        # mask's two budget limits, obs time scale, sum of _srv[0]; _rest: the later layers' least
+        # error and their error at the preferred width, from layer k on
+        self._rest = tables.rest_rows(self._preferred)
+        self._hop_obs = np.empty((p.n_servers + 1, p.n_servers), dtype=np.float32)
+        self._error_obs = np.empty((p.n_layers, p.n_bits), dtype=np.float32)
+        start_episode(st.free_bytes, tables.mem, tables.error, self._preferred, float(p.budget), tables.w_min,
+                      tables.w_max, *times, sc.obs_time_scale_s,
+                      self._rest, self._srv, self._sb, self._routes, self._scal, self._hop_obs, self._error_obs,
+                      self._obs_sf, self._obs_glob)
         if sc.solve_ilp:
             st.ilp = _solve_ilp_cached(p, sc.ilp_solver, sc.ilp_time_limit_s)
         update_mask(0, 0.0, self._scal[7], tables.error, self._rest[0], self._srv[2], self._sb, tables.lp_base,
@@ -714,7 +715,7 @@ class PlacementQuantizationEnv(MaskedEnv):
         self._lookahead = _Lookahead(p, self._preferred) if sc.lookahead else None
         self._bind_kernel_args()
         if sc.lookahead:
-            self._least_q = write_lookahead(0, -1, 0.0, free, self._mask, *self._largs)
+            self._least_q = write_lookahead(0, -1, 0.0, st.free_bytes, self._mask, *self._largs)
             self._potential = -self._least_q / sc.reward_time_scale_s
         return self._obs_buf.copy(), self._info()
 
@@ -763,41 +764,6 @@ class PlacementQuantizationEnv(MaskedEnv):
                 self._lookahead = _Lookahead(st.problem, self._preferred)
             q[acts] = self._lookahead.q_values(st.layer, st.prev_server, st.free_bytes, st.spent, acts)
         return q
-
-    def _write_first_obs(self) -> None:
-        """The reset's observation into the buffer; the time features are squashed once per episode.
-        The steps update it in place (`advance`, `write_lookahead`)."""
-        st, sc = self.state, self.scenario
-        p = st.problem
-        L, S, B = p.n_layers, p.n_servers, p.n_bits
-        eps = self._eps
-        times = squash(np.concatenate([p.compute_s.ravel(), p.transfer_s.ravel(), p.client_in_s, p.client_out_s]),
-                       sc.obs_time_scale_s).astype(np.float32)
-        self._hop_obs = times[S * B: S * B + S * S + S].reshape(S + 1, S)  # row s: from server s; row -1: client
-        self._error_obs = squash(p.error * L / eps, 1.0).astype(np.float32)
-        obs = self._obs_sf
-        obs[:, :B] = times[:S * B].reshape(S, B)
-        obs[:, B] = self._hop_obs[-1]
-        obs[:, B + 1] = times[-S:]
-        obs[:, B + 2: 2 * B + 2] = np.clip(np.floor(st.free_bytes[:, None] / p.mem_bytes[None, :] + _EPS) / L,
-                                           -1.0, 1.0)
-        obs[:, 2 * B + 2] = 0.0
-        # per server t, over the servers u that can still take a layer (at the smallest width): the
-        # cheapest way back to the client from t (hop to u + u's client hop, u = t included) and the
-        # cheapest hop from t to another server (1 when there is none); `advance` redoes them when
-        # a server fills up
-        route_features(self._srv[0], self._routes, obs, 2 * B + 3, sc.obs_time_scale_s)
-        slack = (p.budget - st.spent - self._min_rest[0]) / eps
-        # budget left / the later layers' error at the preferred width, and whole layers that fit at
-        # the preferred width / layers left, each minus 1 and clipped to [-1, 1] (0: exactly enough)
-        rest = float(self._rest[1, 0])
-        budget = (p.budget - st.spent) / rest - 1.0 if rest > 0 else 1.0
-        memory = sum(self._srv[1].tolist()) / L - 1.0
-        g = self._obs_glob
-        g[:N_GLOBAL_BASE] = (0.0, 1.0, st.spent / eps, 1.0 if slack >= 1.0 else (slack if slack >= -1.0 else -1.0),
-                             min(L / 100.0, 1.0), 1.0 if budget >= 1.0 else (budget if budget >= -1.0 else -1.0),
-                             1.0 if memory >= 1.0 else (memory if memory >= -1.0 else -1.0))
-        g[N_GLOBAL_BASE:] = self._error_obs[0]
 
     # ----------------------------------------------------------------- masks
     # Action (s, b) is valid iff it fits, keeps the budget with the later layers at their least error,
@@ -886,15 +852,16 @@ class PlacementQuantizationEnv(MaskedEnv):
         st, sc = self.state, self.scenario
         p, k = st.problem, st.layer
         done = k == p.n_layers
-        bits = np.asarray(p.bits, dtype=float)[st.bit_idx[:k]] if k else np.zeros(1)
+        # the widths' sum is an integer, exact in any order: the figures of quantization_ratio(bits) and bits.mean()
+        total_bits = float(sum([p.bits[i] for i in st.bit_idx[:k].tolist()]))
         latency = st.latency_s + (0.0 if done else sc.infeasible_penalty_s)
         out = {
             "per_token_latency_s": float(latency),
             "completed": float(done),
-            "quantization_ratio": quantization_ratio(bits) if k else 0.0,
-            "mean_bits": float(bits.mean()) if k else 0.0,
+            "quantization_ratio": total_bits / (FP16_BITS * k) if k else 0.0,
+            "mean_bits": total_bits / k if k else 0.0,
             "quality_used_frac": float(st.spent / p.budget) if p.budget > 0 else 0.0,
-            "servers_used": float(len(np.unique(st.servers[:k]))),
+            "servers_used": float(len(set(st.servers[:k].tolist()))),
             "transfer_share": float(self._transfer_s / st.latency_s) if st.latency_s > 0 else 0.0,
         }
         if sc.solve_ilp:

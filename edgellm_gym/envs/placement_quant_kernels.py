@@ -331,3 +331,102 @@ def advance(s, b, l, prev, spent, free, servers, bit_idx, mem, error, pref, scal
         return False
     return update_mask(k, spent, scal[7], error, rest[0], srv[2], sb, lp_base, lp_cw, lp_tab, scal[4], scal[5],
                        mask_sb)
+
+
+@njit
+def start_episode(free, mem, error, pref, budget, w_min, w_max, compute, transfer, client_in, client_out, scale,
+                  rest, srv, sb, routes, scal, hop_obs, error_obs, obs_sf, obs_glob):
+    """A new episode's terms (all memory free): srv, sb, routes and scal as `advance` keeps them, and
+    the first observation (obs_sf, obs_glob; hop_obs: squashed hop times, row s from server s, row S
+    from the client; error_obs: squash(error x L / epsilon, 1)). rest: (the later layers' least
+    error, their error at the preferred width) from layer k on."""
+    S, B = compute.shape
+    L = error.shape[0]
+    eps = budget if budget >= 1e-12 else 1e-12
+    for s in range(S):
+        f = free[s]
+        per = np.floor(f / w_min + 1e-9)
+        u = per * w_max
+        u = f if f <= u else u
+        srv[0, s] = per
+        srv[1, s] = np.floor(f / mem[pref] + 1e-9)
+        srv[2, s] = u
+        for b in range(B):
+            after = f - mem[b]
+            after_c = after if after >= 0.0 else 0.0
+            per_after = np.floor(after_c / w_min + 1e-9)
+            u_after = per_after * w_max
+            sb[0, s, b] = u
+            sb[1, s, b] = per_after - per if after >= -1e-6 else -_INF
+            sb[2, s, b] = after_c if after_c <= u_after else u_after
+            x = compute[s, b]
+            obs_sf[s, b] = x / (abs(x) + scale)
+            h = np.floor(f / mem[b] + 1e-9) / L
+            obs_sf[s, B + 2 + b] = 1.0 if h >= 1.0 else (h if h >= -1.0 else -1.0)
+        for t in range(S):
+            routes[0, s, t] = transfer[s, t] + client_out[t]
+            routes[1, s, t] = transfer[s, t] + (_INF if s == t else 0.0)
+            x = transfer[s, t]
+            hop_obs[s, t] = x / (abs(x) + scale)
+        x = client_in[s]
+        hop_obs[S, s] = x / (abs(x) + scale)
+        obs_sf[s, B] = hop_obs[S, s]
+        x = client_out[s]
+        obs_sf[s, B + 1] = x / (abs(x) + scale)
+        obs_sf[s, 2 * B + 2] = 0.0
+    route_features(srv[0], routes, obs_sf, 2 * B + 3, scale)
+    for l in range(L):
+        for b in range(B):
+            x = error[l, b] * L / eps
+            error_obs[l, b] = x / (abs(x) + 1.0)
+    scal[0], scal[1], scal[2], scal[3] = w_min, w_max, eps, budget
+    scal[4], scal[5] = budget * (1 + 1e-12) + 1e-15, budget * (1 + 1e-9) + 1e-12
+    scal[6], scal[7] = scale, _np_sum(srv[0])
+    slack = ((budget - 0.0) - rest[0, 0]) / eps
+    r = rest[1, 0]
+    ratio = (budget - 0.0) / r - 1.0 if r > 0 else 1.0
+    slots = 0.0
+    for s in range(S):
+        slots += srv[1, s]
+    memory = slots / L - 1.0
+    obs_glob[0], obs_glob[1], obs_glob[2] = 0.0, 1.0, 0.0 / eps
+    obs_glob[3] = 1.0 if slack >= 1.0 else (slack if slack >= -1.0 else -1.0)
+    obs_glob[4] = L / 100.0 if L / 100.0 <= 1.0 else 1.0
+    obs_glob[5] = 1.0 if ratio >= 1.0 else (ratio if ratio >= -1.0 else -1.0)
+    obs_glob[6] = 1.0 if memory >= 1.0 else (memory if memory >= -1.0 else -1.0)
+    for b in range(B):
+        obs_glob[7 + b] = error_obs[0, b]
+
+
+@njit
+def instance_arrays(dev, speed, bw, lat, cbw, clat, mem_frac, device_time_s, act_bits, pair_index, fp16_model,
+                    device_free, compute, transfer, client, capacity):
+    """An instance's arrays from its draws (`_Sampler.draw`): compute = the devices' layer time /
+    speed; transfer = latency + activation bits / bandwidth per server pair (0 on the diagonal;
+    pair_index: 0 there, else 1 + the pair's draw); client hop likewise; capacity = max(min(memory
+    fraction x the fp16 model, the device's free memory), 0)."""
+    S, B = compute.shape
+    for s in range(S):
+        d = dev[s]
+        for b in range(B):
+            compute[s, b] = device_time_s[d, b] / speed[s]
+        for t in range(S):
+            i = pair_index[s, t]
+            transfer[s, t] = 0.0 if i == 0 else lat[i - 1] + act_bits / bw[i - 1]
+        client[s] = clat[s] + act_bits / cbw[s]
+        f = mem_frac[s] * fp16_model
+        f = f if f <= device_free[d] else device_free[d]
+        capacity[s] = f if f >= 0.0 else 0.0
+
+
+@njit
+def fits_uniformly(capacity, mem, rest, n_layers, limit):
+    """`uniform_completion_exists` at the start: some width b with whole layers that fit (summed over
+    servers) >= n_layers and every layer's error at b (rest[b]) <= limit."""
+    for b in range(mem.shape[0]):
+        slots = 0.0
+        for s in range(capacity.shape[0]):
+            slots += np.floor(capacity[s] / mem[b] + 1e-9)
+        if slots >= n_layers and rest[b] <= limit:
+            return True
+    return False
