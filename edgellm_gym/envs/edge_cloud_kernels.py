@@ -3,14 +3,19 @@
 The env keeps its whole simulation in two flat buffers, `f` (float64) and `x` (int64), cut
 into named parts (`F_*`, `X_*`): a numba call costs ~40 ns per array argument, so a step is
 one call `step(a, f, x, obs)` on three arrays. `x` starts with a header (offset, rows, cols per
-part) that `part` reads; the env holds numpy views of the same parts (`views`). Columns of a
-part are named by the constants below. Every float operation is the one (and in the order)
-of the Python float code these kernels replace, so results are bit-identical.
+part) that `part` reads; a kernel names all parts at once (`sim`: a namedtuple of views) and the
+env holds numpy views of the same parts (`views`). Columns of a part are named by the constants
+below. Every float operation is the one (and in the order) of the Python float code these
+kernels replace (the env's earlier Python step), so results are bit-identical.
 """
 
 from __future__ import annotations
 
+from collections import namedtuple
+
+import numba
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from ..jit import njit
 
@@ -35,7 +40,7 @@ N_COUNT = 9
  U_P_TX, U_P_BUSY, U_LINK_LAT, U_TRAN_W, U_TOP, U_READY, U_S_PER_BYTE, U_BW_SHARE, U_TRACE_OFFSET,  # per action
  U_MEM_FREE0, U_MEM_TOTAL, U_KV_RESERVED) = range(14)  # per edge server
 N_UNIT_COLS = 14
-# X_UNITS: each unit's job list (requests linked through R_NEXT, first come first served)
+# X_UNITS: each unit's job list (requests linked through RI_NEXT, first come first served)
 UI_HEAD, UI_TAIL, UI_COUNT, UI_LEVEL = range(4)  # UI_LEVEL: bandwidth level, rows 0..M
 # F_REQ per request; then M+1 compute times, M+1 weighted inference energies, its observation part
 R_ARRIVAL, R_KV, R_REQUIREMENT, R_UP, R_DOWN, R_START, R_END, R_LATENCY = range(8)
@@ -73,28 +78,48 @@ def views(f: np.ndarray, x: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-@njit
+# the parts as named arrays, one view each (1-row parts as 1-d): what the kernels below work on
+Sim = namedtuple("Sim", ["clock", "units", "req", "table", "bw", "level_bps", "cdf", "trace_t", "trace_bps", "draws",
+                         "count", "units_i", "req_i", "hosted", "mask"])
+
+
+def inline(fn):
+    """Compile `fn` to be inlined (numba IR) into the kernels that call it, which then compile it
+    with their options (`edgellm_gym.jit.njit`). For `part` and `sim`: inlined, the views they make
+    cost no reference counting (~12 ns a view otherwise, 0.2 us a step)."""
+    return numba.njit(inline="always")(fn)
+
+
+@inline
 def part(buf, x, p):
-    """Part `p` of `buf` (`f` or `x`) as a (rows, cols) view."""
+    """Part `p` of `buf` (`f` or `x`) as a (rows, cols) view (as_strided: numba's reshape costs ~30 ns)."""
     o, r, c = x[3 * p], x[3 * p + 1], x[3 * p + 2]
-    return buf[o: o + r * c].reshape(r, c)
+    return as_strided(buf[o: o + r * c], shape=(r, c), strides=(c * buf.itemsize, buf.itemsize))
+
+
+@inline
+def sim(f, x):
+    """Every part of `f` and `x`, named."""
+    return Sim(part(f, x, F_CLOCK)[0], part(f, x, F_UNITS), part(f, x, F_REQ), part(f, x, F_TABLE),
+               part(f, x, F_BW)[0], part(f, x, F_LEVEL_BPS), part(f, x, F_CDF), part(f, x, F_TRACE_T)[0],
+               part(f, x, F_TRACE_BPS), part(f, x, F_DRAWS)[0], part(x, x, X_COUNT)[0], part(x, x, X_UNITS),
+               part(x, x, X_REQ), part(x, x, X_HOSTED), part(x, x, X_MASK)[0])
 
 
 @njit
-def _set_bandwidth(units, bw, a, value):
+def _set_bandwidth(s, a, value):
     """Link `a` now carries `value` bit/s: its seconds per byte and observed share follow."""
-    bw[a] = value
-    units[a, U_S_PER_BYTE] = 8.0 / value
-    units[a, U_BW_SHARE] = value / units[a, U_TOP]
+    s.bw[a] = value
+    s.units[a, U_S_PER_BYTE] = 8.0 / value
+    s.units[a, U_BW_SHARE] = value / s.units[a, U_TOP]
 
 
 @njit
-def _trace_bandwidth(f, x, t):
+def _trace_bandwidth(s, t):
     """Every link's bandwidth at time `t` from the trace, each read from its own offset (looping)."""
-    clock, units, bw = part(f, x, F_CLOCK)[0], part(f, x, F_UNITS), part(f, x, F_BW)[0]
-    times, rates = part(f, x, F_TRACE_T)[0], part(f, x, F_TRACE_BPS)
-    for a in range(bw.shape[0]):
-        pos = np.mod(t - clock[C_T0] + units[a, U_TRACE_OFFSET], clock[C_PERIOD])
+    times = s.trace_t
+    for a in range(s.bw.shape[0]):
+        pos = np.mod(t - s.clock[C_T0] + s.units[a, U_TRACE_OFFSET], s.clock[C_PERIOD])
         lo, hi = 0, times.shape[0]  # the last row whose time is <= pos (searchsorted right - 1)
         while lo < hi:
             mid = (lo + hi) // 2
@@ -102,64 +127,48 @@ def _trace_bandwidth(f, x, t):
                 hi = mid
             else:
                 lo = mid + 1
-        _set_bandwidth(units, bw, a, rates[a, lo - 1])
+        _set_bandwidth(s, a, s.trace_bps[a, lo - 1])
 
 
 @njit
-def _move_chain(f, x, slot, draws):
+def _move_chain(s, slot, draws):
     """Move every link's level chain on to bandwidth slot `slot`, one uniform of `draws` per
     link: its next level is the number of entries of its P^k cumulative row <= the uniform."""
-    count, units, units_i = part(x, x, X_COUNT)[0], part(f, x, F_UNITS), part(x, x, X_UNITS)
-    bw, level_bps, cdf = part(f, x, F_BW)[0], part(f, x, F_LEVEL_BPS), part(f, x, F_CDF)
-    n_levels = level_bps.shape[1]
-    k = slot - count[K_SLOT]
-    if k > cdf.shape[0] // n_levels - 1:
-        k = cdf.shape[0] // n_levels - 1
-    count[K_SLOT] = slot
-    for a in range(bw.shape[0]):
-        row = k * n_levels + units_i[a, UI_LEVEL]
+    n_levels = s.level_bps.shape[1]
+    k = slot - s.count[K_SLOT]
+    k_max = s.cdf.shape[0] // n_levels - 1  # MAX_CHAIN_STEPS: the chain has mixed by then
+    if k > k_max:
+        k = k_max
+    s.count[K_SLOT] = slot
+    for a in range(s.bw.shape[0]):
+        row = k * n_levels + s.units_i[a, UI_LEVEL]
         level = 0
-        while level < n_levels and cdf[row, level] <= draws[a]:
+        while level < n_levels and s.cdf[row, level] <= draws[a]:
             level += 1
-        units_i[a, UI_LEVEL] = level
-        _set_bandwidth(units, bw, a, level_bps[a, level])
-
-
-@njit
-def start(f, x, obs):
-    """At reset: every link's bandwidth from its level (or the trace at the first arrival), then
-    `prepare`. Returns the mask code."""
-    count, units, units_i = part(x, x, X_COUNT)[0], part(f, x, F_UNITS), part(x, x, X_UNITS)
-    bw, level_bps = part(f, x, F_BW)[0], part(f, x, F_LEVEL_BPS)
-    if count[K_TRACE]:
-        _trace_bandwidth(f, x, part(f, x, F_CLOCK)[0][C_NOW])
-    else:
-        for a in range(bw.shape[0]):
-            _set_bandwidth(units, bw, a, level_bps[a, units_i[a, UI_LEVEL]])
-    return prepare(f, x, obs)
+        s.units_i[a, UI_LEVEL] = level
+        _set_bandwidth(s, a, s.level_bps[a, level])
 
 
 @njit
 def _squash32(v):
     """v / (v + 1) in float32, rounding v first (the observation's float32 arithmetic)."""
-    s = np.float32(v)
-    return s / (s + np.float32(1.0))
+    w = np.float32(v)
+    return w / (w + np.float32(1.0))
 
 
 @njit
-def prepare(f, x, obs):
+def _prepare(s, obs):
     """The current request seen from every action: the table row (backlog, upload, wait,
     compute, download, latency, weighted energy, free memory), validity (hosted and KV cache
     fits; the cloud always) and the observation. Returns the mask code (bit a: action a valid)."""
-    clock, units, req, table = part(f, x, F_CLOCK)[0], part(f, x, F_UNITS), part(f, x, F_REQ), part(f, x, F_TABLE)
-    count, req_i, hosted, mask = part(x, x, X_COUNT)[0], part(x, x, X_REQ), part(x, x, X_HOSTED), part(x, x, X_MASK)[0]
+    clock, units, req, table, hosted = s.clock, s.units, s.req, s.table, s.hosted
     m = hosted.shape[1]
-    i = count[K_I]
-    k = req_i[i, RI_SERVICE]
+    i = s.count[K_I]
+    k = s.req_i[i, RI_SERVICE]
     now, kv, requirement = clock[C_NOW], req[i, R_KV], req[i, R_REQUIREMENT]
     up_bytes, down_bytes = req[i, R_UP], req[i, R_DOWN]
     time_scale, energy_scale = clock[C_TIME_SCALE], clock[C_ENERGY_SCALE]
-    count[K_PREPARED], clock[C_STATE_NOW] = i, now
+    s.count[K_PREPARED], clock[C_STATE_NOW] = i, now
     head = obs.shape[0] - N_ACTION_FEATURES * (m + 1)
     obs_col = R_COMPUTE + 2 * (m + 1)
     for c in range(head):
@@ -185,10 +194,9 @@ def prepare(f, x, obs):
             free_share = free / units[a, U_MEM_TOTAL]
         else:  # the cloud: always valid, its memory not modelled
             free, valid, free_share = np.inf, True, 1.0
-        row = table[a]
-        row[BACKLOG], row[UPLOAD], row[WAIT], row[COMPUTE] = backlog, upload, wait, compute
-        row[DOWNLOAD], row[LATENCY], row[ENERGY], row[FREE_MEM] = download, latency, energy, free
-        mask[a] = valid
+        table[a, BACKLOG], table[a, UPLOAD], table[a, WAIT], table[a, COMPUTE] = backlog, upload, wait, compute
+        table[a, DOWNLOAD], table[a, LATENCY], table[a, ENERGY], table[a, FREE_MEM] = download, latency, energy, free
+        s.mask[a] = valid
         if valid and a < MAX_CODE_ACTIONS:
             code |= 1 << a
         # valid, backlog, free memory share, bandwidth share, busy now, latency / requirement, energy
@@ -202,17 +210,16 @@ def prepare(f, x, obs):
         obs[o + 6] = _squash32(energy / energy_scale)
     if m + 1 > MAX_CODE_ACTIONS:
         code = -1
-    count[K_CODE] = code
+    s.count[K_CODE] = code
     return code
 
 
 @njit
-def _advance(f, x, t):
+def _advance(s, t):
     """Move time to `t`: idle energy of every unit over (now, t] (unweighted, returned), finished
     jobs leave their unit and release their KV memory."""
-    clock, units, req = part(f, x, F_CLOCK)[0], part(f, x, F_UNITS), part(f, x, F_REQ)
-    count, units_i, req_i = part(x, x, X_COUNT)[0], part(x, x, X_UNITS), part(x, x, X_REQ)
-    m = part(x, x, X_HOSTED).shape[1]
+    clock, units, req, units_i = s.clock, s.units, s.req, s.units_i
+    m = s.hosted.shape[1]
     now = clock[C_NOW]
     dt = t - now
     idle_j = 0.0
@@ -230,10 +237,10 @@ def _advance(f, x, t):
             if end > t:
                 break
             units_i[u, UI_COUNT] -= 1
-            count[K_COMPLETED] += 1
+            s.count[K_COMPLETED] += 1
             if u < m:
                 units[u, U_KV_RESERVED] -= req[r, R_KV]
-            r = req_i[r, RI_NEXT]
+            r = s.req_i[r, RI_NEXT]
         units_i[u, UI_HEAD] = r
         if r < 0:
             units_i[u, UI_TAIL] = -1
@@ -244,18 +251,29 @@ def _advance(f, x, t):
 
 
 @njit
-def _show_next(f, x, obs):
+def _show_next(s, obs):
     """After time has moved: the next request's table, mask and observation, or (none left) only
     the bandwidth shares in the observation. Returns the mask code."""
-    count = part(x, x, X_COUNT)[0]
-    if count[K_I] < part(f, x, F_REQ).shape[0]:
-        return prepare(f, x, obs)
-    units = part(f, x, F_UNITS)
-    n_links = part(f, x, F_BW).shape[1]
+    if s.count[K_I] < s.req.shape[0]:
+        return _prepare(s, obs)
+    n_links = s.bw.shape[0]
     head = obs.shape[0] - N_ACTION_FEATURES * n_links
     for a in range(n_links):
-        obs[head + N_ACTION_FEATURES * a + 3] = units[a, U_BW_SHARE]
-    return count[K_CODE]
+        obs[head + N_ACTION_FEATURES * a + 3] = s.units[a, U_BW_SHARE]
+    return s.count[K_CODE]
+
+
+@njit
+def start(f, x, obs):
+    """At reset: every link's bandwidth from its level (or the trace at the first arrival), then
+    the first request. Returns the mask code."""
+    s = sim(f, x)
+    if s.count[K_TRACE]:
+        _trace_bandwidth(s, s.clock[C_NOW])
+    else:
+        for a in range(s.bw.shape[0]):
+            _set_bandwidth(s, a, s.level_bps[a, s.units_i[a, UI_LEVEL]])
+    return _prepare(s, obs)
 
 
 @njit
@@ -265,14 +283,14 @@ def step(a, f, x, obs):
     next request. Returns (reward, terminated, mask code, need, request, service, latency,
     requirement, weighted energy, met, now); need 1: the bandwidth chain waits for `finish`
     (no pre-drawn uniforms left), -1: the episode had ended (nothing done)."""
-    clock, units, req, table = part(f, x, F_CLOCK)[0], part(f, x, F_UNITS), part(f, x, F_REQ), part(f, x, F_TABLE)
-    count, units_i, req_i = part(x, x, X_COUNT)[0], part(x, x, X_UNITS), part(x, x, X_REQ)
-    n, m = req.shape[0], part(x, x, X_HOSTED).shape[1]
+    s = sim(f, x)
+    clock, units, req, count, units_i, req_i = s.clock, s.units, s.req, s.count, s.units_i, s.req_i
+    n, m = req.shape[0], s.hosted.shape[1]
     i = count[K_I]
     if i >= n:
         return 0.0, False, count[K_CODE], -1, i, 0, 0.0, 0.0, 0.0, False, clock[C_NOW]
-    row = table[a]
-    upload, wait, compute, latency, weighted = row[UPLOAD], row[WAIT], row[COMPUTE], row[LATENCY], row[ENERGY]
+    upload, wait, compute, latency, weighted = (s.table[a, UPLOAD], s.table[a, WAIT], s.table[a, COMPUTE],
+                                                s.table[a, LATENCY], s.table[a, ENERGY])
     unit = a
     if a == m:  # the cloud GPU that frees first
         for g in range(m + 1, units.shape[0]):
@@ -317,24 +335,24 @@ def step(a, f, x, obs):
     else:
         t_next = req[i + 1, R_ARRIVAL]
     t = t_next if t_next > now else now  # max(t_next, now)
-    idle_j = _advance(f, x, t)
+    idle_j = _advance(s, t)
     reward = -(weighted + clock[C_W_IDLE] * idle_j) / clock[C_ENERGY_SCALE] - (0.0 if met else clock[C_MISS_PENALTY])
     need = 0
     if count[K_TRACE]:
-        _trace_bandwidth(f, x, t)
+        _trace_bandwidth(s, t)
     else:
         slot = int((t - clock[C_T0]) // clock[C_SLOT_S])
         if slot > count[K_SLOT]:
             pos, links = count[K_DRAW_POS], m + 1
             if count[K_DRAW_END] - pos >= links:
                 count[K_DRAW_POS] = pos + links
-                _move_chain(f, x, slot, part(f, x, F_DRAWS)[0][pos: pos + links])
+                _move_chain(s, slot, s.draws[pos: pos + links])
             else:
                 count[K_PENDING] = slot
                 need = 1
     code = count[K_CODE]
     if need == 0:
-        code = _show_next(f, x, obs)
+        code = _show_next(s, obs)
     return reward, terminated, code, need, i, service, latency, requirement, weighted, met, t
 
 
@@ -342,5 +360,6 @@ def step(a, f, x, obs):
 def finish(f, x, obs, draws):
     """The end of a step that `step` left waiting (need 1): move the bandwidth chain with the
     uniforms `draws` (one per link), then show the next request. Returns the mask code."""
-    _move_chain(f, x, part(x, x, X_COUNT)[0][K_PENDING], draws)
-    return _show_next(f, x, obs)
+    s = sim(f, x)
+    _move_chain(s, s.count[K_PENDING], draws)
+    return _show_next(s, obs)
