@@ -255,7 +255,9 @@ class _Lookahead:
     Q is the least over 1 + LOOKAHEAD_RESERVE variants: as is, or with one preferred-width layer of
     memory held back from the start on one of the LOOKAHEAD_RESERVE servers with the cheapest client
     hop, where the last layer then goes (a route that comes back to a cheap exit). Computed by the
-    compiled kernel `lookahead_q`: per (action, variant), later layers x servers of work.
+    compiled kernel `lookahead_q`: per action, a walk over the later layers (each a scan of the
+    servers); a variant follows that walk's recorded route until it might choose otherwise, and
+    walks on its own from there.
     """
 
     def __init__(self, p: PlacementProblem, preferred: int) -> None:
@@ -275,8 +277,8 @@ class _Lookahead:
         self.order = np.argsort(self.compute, axis=1, kind="stable").astype(np.int64)  # servers by compute
         # the kernels' arguments after (..., acts, q): the tables, then work arrays
         self.args = (self.hop_from, self.compute, self.mem, self.client_out, self.error, self.cum_up, self.neg_g,
-                     self.reserve, self.limit, self.pref, self.up, self.small, np.empty(p.n_servers),
-                     np.empty(p.n_servers), self.order, np.empty((2, p.n_servers)))
+                     self.reserve, self.limit, self.pref, self.up, self.small, self.order,
+                     np.empty((7, p.n_servers)), np.empty((6, p.n_layers)))
 
     def q_values(self, layer: int, prev: int, free: np.ndarray, spent: float, acts: np.ndarray) -> np.ndarray:
         """Q of the valid actions `acts` at `layer` (the previous layer on `prev`, -1: the client).
