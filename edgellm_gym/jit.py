@@ -18,9 +18,15 @@ from __future__ import annotations
 
 import numba
 
-__all__ = ["njit"]
+__all__ = ["njit", "inline"]
 
 
 def njit(fn):
     """Compile `fn` in nopython mode with the options above."""
     return numba.njit(cache=True, error_model="numpy", nogil=True)(fn)
+
+
+def inline(fn):
+    """A helper inlined (as numba IR) into the `njit` kernels that call it, and compiled there with
+    their options: no call, no reference counting of the views it returns (~10-30 ns each)."""
+    return numba.njit(inline="always")(fn)

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-import numba
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..jit import njit
+from ..jit import inline, njit
 
 # float parts of `f`
 F_CLOCK, F_UNITS, F_REQ, F_TABLE, F_BW, F_LEVEL_BPS, F_CDF, F_TRACE_T, F_TRACE_BPS, F_DRAWS = range(10)
@@ -81,13 +80,6 @@ def views(f: np.ndarray, x: np.ndarray) -> list[np.ndarray]:
 # the parts as named arrays, one view each (1-row parts as 1-d): what the kernels below work on
 Sim = namedtuple("Sim", ["clock", "units", "req", "table", "bw", "level_bps", "cdf", "trace_t", "trace_bps", "draws",
                          "count", "units_i", "req_i", "hosted", "mask"])
-
-
-def inline(fn):
-    """Compile `fn` to be inlined (numba IR) into the kernels that call it, which then compile it
-    with their options (`edgellm_gym.jit.njit`). For `part` and `sim`: inlined, the views they make
-    cost no reference counting (~12 ns a view otherwise, 0.2 us a step)."""
-    return numba.njit(inline="always")(fn)
 
 
 @inline
