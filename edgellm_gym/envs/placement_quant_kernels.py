@@ -30,97 +30,23 @@ def _search_left(a, x):
 
 
 @njit
-def _walk(L, j0, at, total, end_up, res, size, fr, room, rec, hop_from, compute, mem, client_out, pref, up, small,
-          order):
-    """The greedy completion from layer j0 of L (the previous layer on `at`, `total` so far; fr, room:
-    free bytes and whole layers that fit at `size`, per server; res >= 0: the server holding a
-    preferred-width layer back until the last layer, which goes there): its time, with the last
-    client hop. rec (6, L), when `res` < 0: per layer, the server chosen, the bytes taken, `at` and
-    `total` before it, the least score, and the size in force."""
-    S = fr.shape[0]
-    m_pref, m_up, m_small = mem[pref], mem[up], mem[small]
-    for j in range(j0, L):
-        upped = j < end_up
-        w_row = up if upped else pref
-        last = j == L - 1
-        if last and res >= 0:
-            fr[res] += m_pref
-            room[res] = np.floor((fr[res] + 1e-6) / size)
-        if (m_up if upped else m_pref) != size:  # whole layers that fit, all servers anew
-            size = m_up if upped else m_pref
-            for t in range(S):
-                room[t] = np.floor((fr[t] + 1e-6) / size)
-        cap = float(L - 1 - j)  # layers left before the last
-        t_best, sc_best = 0, _INF
-        if last:
-            for t in range(S):
-                r = room[t]
-                if res >= 0:
-                    r = 1.0 if t == res else 0.0
-                sc = _INF if r < 1.0 else (compute[w_row, t] + hop_from[at, t]) + client_out[t]
-                if t == 0 or sc < sc_best:
-                    t_best, sc_best = t, sc
-        else:
-            # servers by increasing compute: a score is >= the server's compute, so the scan stops at
-            # the first compute above the best score (ties: the lowest index, as argmin)
-            for n in range(S):
-                t = order[w_row, n]
-                c = compute[w_row, t]
-                if c > sc_best:
-                    break
-                r = room[t]
-                if r >= 1.0:
-                    sc = hop_from[at, t] / (r if r <= cap else cap) + c
-                    if sc < sc_best or (sc == sc_best and t < t_best):
-                        t_best, sc_best = t, sc
-        t = t_best
-        if sc_best < _INF:
-            cost = compute[w_row, t] + hop_from[at, t]
-            w = size
-        else:  # nothing fits: the smallest width, where it fits, else anywhere
-            t_fit, c_fit, t_any, c_any = -1, _INF, 0, _INF
-            for u in range(S):
-                c = (compute[small, u] + hop_from[at, u]) + (client_out[u] if last else 0.0)
-                if u == 0 or c < c_any:
-                    t_any, c_any = u, c
-                if fr[u] >= m_small - 1e-6 and (t_fit < 0 or c < c_fit):
-                    t_fit, c_fit = u, c
-            if t_fit >= 0:
-                t, c = t_fit, c_fit
-            else:
-                t, c = t_any, c_any
-            cost = c - (client_out[t] if last else 0.0)
-            w = m_small
-        if res < 0:
-            rec[0, j] = t
-            rec[1, j] = w
-            rec[2, j] = at
-            rec[3, j] = total
-            rec[4, j] = sc_best
-            rec[5, j] = size
-        total += cost
-        fr[t] -= w
-        room[t] = np.floor((fr[t] + 1e-6) / size)
-        at = t
-    return total + client_out[at]
-
-
-@njit
 def lookahead_q(layer, prev, spent, free, acts, q, hop_from, compute, mem, client_out, error, cum_up, neg_g,
                 reserve, limit, pref, up, small, order, ws, rec):
     """q[i] = Q(acts[i]) of `_Lookahead` (see its docstring): the time action acts[i] adds at `layer`
-    (the previous layer on `prev`, -1: the client) + the least, over the variants (reserve[v] < 0:
+    (the previous layer on `prev`, -1: the client) + the least, over the variants (reserve[0] = -1:
     as is; else one preferred-width layer of memory held back on server reserve[v] until the last
     layer, which goes there), of the greedy completion's time. order[b]: the servers by increasing
     compute[b] (stable). ws (7, S), rec (6, L): work arrays.
 
-    A variant that holds a layer back walks the plain variant's route (recorded) while its one
+    The plain walk (variant 0) records its route in rec: per layer, the server chosen, the bytes
+    taken, the previous server and the time before it, the least score (inf: nothing fit) and the
+    layer size in force. A variant that holds a layer back follows that route while its one
     different server, reserve[v], makes no different choice (the same score there, or a score above
     the least where another server won), then goes to reserve[v] at the last layer; at the first
-    layer where it might choose otherwise, its state is rebuilt and it walks on its own."""
+    layer where it might choose otherwise, its state there is rebuilt and it walks on from it."""
     L, B, S, V = error.shape[0], mem.shape[0], free.shape[0], reserve.shape[0]
     m_pref, m_up, m_small = mem[pref], mem[up], mem[small]
-    fr, room, fr_init, fr2, room2 = ws[0], ws[1], ws[4], ws[5], ws[6]
+    fr_init = ws[4]
     for t in range(S):  # whole layers that fit now, at the preferred width and one up
         ws[2, t] = np.floor((free[t] + 1e-6) / m_pref)
         ws[3, t] = np.floor((free[t] + 1e-6) / m_up)
@@ -137,67 +63,133 @@ def lookahead_q(layer, prev, spent, free, acts, q, hop_from, compute, mem, clien
         for t in range(S):
             fr_init[t] = free[t]
         fr_init[s0] -= mem[b0]
-        size = m_up if k < end_up else m_pref
-        for t in range(S):
-            fr[t] = fr_init[t]
-            room[t] = ws[2 if size == m_pref else 3, t]
-        room[s0] = np.floor((fr[s0] + 1e-6) / size)
-        best = _walk(L, k, s0, 0.0, end_up, -1, size, fr, room, rec, hop_from, compute, mem, client_out, pref, up,
-                     small, order)
+        best = _INF
         for v in range(V):
             res = reserve[v]
-            if res < 0:
-                continue
-            f_plain = fr_init[res]
-            f_held = f_plain - m_pref
-            if f_held < -1e-6:  # the held-back layer does not fit: this variant's Q is inf
-                continue
-            fork = -1
-            size = 0.0
-            for j in range(k, L - 1):
-                if rec[5, j] != size:
-                    size = rec[5, j]
-                    r_plain = np.floor((f_plain + 1e-6) / size)
-                    r_held = np.floor((f_held + 1e-6) / size)
-                t = int(rec[0, j])
-                cap = float(L - 1 - j)
-                if r_plain < 1.0 and r_held < 1.0 or (r_plain >= 1.0 and r_held >= 1.0 and
-                                                      (r_plain if r_plain <= cap else cap) ==
-                                                      (r_held if r_held <= cap else cap)):
-                    # the same score on res: the same choice, unless nothing fit and res's memory matters
-                    if rec[4, j] == _INF and (f_plain >= m_small - 1e-6) != (f_held >= m_small - 1e-6):
-                        fork = j
-                        break
-                elif t == res or rec[4, j] == _INF or r_held >= 1.0 and (
-                        hop_from[int(rec[2, j]), res] / (r_held if r_held <= cap else cap)
-                        + compute[up if j < end_up else pref, res] <= rec[4, j]):
-                    fork = j  # res might win here (or lose where it won): walk on alone
-                    break
-                if t == res:
-                    f_plain -= rec[1, j]
-                    f_held -= rec[1, j]
-                    r_plain = np.floor((f_plain + 1e-6) / size)
-                    r_held = np.floor((f_held + 1e-6) / size)
-            if fork < 0:  # the plain route, then the last layer on res
-                j = L - 1
-                at = int(rec[2, j])
-                w_row = up if j < end_up else pref
-                total = rec[3, j] + (compute[w_row, res] + hop_from[at, res])
-                total += client_out[res]
-            else:  # this variant's state at layer `fork`, then its own walk
+            if res < 0:  # the plain walk, from layer k
+                fr, room = ws[0], ws[1]
+                size = m_up if k < end_up else m_pref
                 for t in range(S):
-                    fr2[t] = fr_init[t]
-                for j in range(k, fork):
+                    fr[t] = fr_init[t]
+                    room[t] = ws[2 if size == m_pref else 3, t]
+                room[s0] = np.floor((fr[s0] + 1e-6) / size)
+                j0, at, total = k, s0, 0.0
+            else:
+                f_plain = fr_init[res]
+                f_held = f_plain - m_pref
+                if f_held < -1e-6:  # the held-back layer does not fit: this variant's Q is inf
+                    continue
+                j0 = -1  # the layer where this variant might leave the plain route
+                size = 0.0
+                for j in range(k, L - 1):
+                    if rec[5, j] != size:
+                        size = rec[5, j]
+                        r_plain = np.floor((f_plain + 1e-6) / size)
+                        r_held = np.floor((f_held + 1e-6) / size)
                     t = int(rec[0, j])
-                    fr2[t] -= rec[1, j]
-                fr2[res] = f_held
-                size = rec[5, fork]
+                    cap = float(L - 1 - j)
+                    if r_plain < 1.0 and r_held < 1.0 or (r_plain >= 1.0 and r_held >= 1.0 and
+                                                          (r_plain if r_plain <= cap else cap) ==
+                                                          (r_held if r_held <= cap else cap)):
+                        # the same score on res: the same choice, unless nothing fit and res's memory matters
+                        if rec[4, j] == _INF and (f_plain >= m_small - 1e-6) != (f_held >= m_small - 1e-6):
+                            j0 = j
+                            break
+                    elif t == res or rec[4, j] == _INF or r_held >= 1.0 and (
+                            hop_from[int(rec[2, j]), res] / (r_held if r_held <= cap else cap)
+                            + compute[up if j < end_up else pref, res] <= rec[4, j]):
+                        j0 = j  # res might win here (or lose where it won)
+                        break
+                    if t == res:
+                        f_plain -= rec[1, j]
+                        f_held -= rec[1, j]
+                        r_plain = np.floor((f_plain + 1e-6) / size)
+                        r_held = np.floor((f_held + 1e-6) / size)
+                if j0 < 0:  # the plain route, then the last layer on res
+                    at = int(rec[2, L - 1])
+                    total = rec[3, L - 1] + (compute[up if L - 1 < end_up else pref, res] + hop_from[at, res])
+                    total += client_out[res]
+                    best = total if total < best else best
+                    continue
+                # this variant's state at layer j0, then its own walk
+                fr, room = ws[5], ws[6]
                 for t in range(S):
-                    room2[t] = np.floor((fr2[t] + 1e-6) / size)
-                total = _walk(L, fork, int(rec[2, fork]), rec[3, fork], end_up, res, size, fr2, room2, rec, hop_from,
-                              compute, mem, client_out, pref, up, small, order)
-            if total < best:
-                best = total
+                    fr[t] = fr_init[t]
+                for j in range(k, j0):
+                    t = int(rec[0, j])
+                    fr[t] -= rec[1, j]
+                fr[res] = f_held
+                size = rec[5, j0]
+                for t in range(S):
+                    room[t] = np.floor((fr[t] + 1e-6) / size)
+                at, total = int(rec[2, j0]), rec[3, j0]
+            # the greedy walk over layers j0 .. L - 1 (fr, room: free bytes and whole layers that fit at
+            # `size`, per server)
+            for j in range(j0, L):
+                upped = j < end_up
+                w_row = up if upped else pref
+                last = j == L - 1
+                if last and res >= 0:
+                    fr[res] += m_pref
+                    room[res] = np.floor((fr[res] + 1e-6) / size)
+                if (m_up if upped else m_pref) != size:  # whole layers that fit, all servers anew
+                    size = m_up if upped else m_pref
+                    for t in range(S):
+                        room[t] = np.floor((fr[t] + 1e-6) / size)
+                cap = float(L - 1 - j)  # layers left before the last
+                t_best, sc_best = 0, _INF
+                if last:
+                    for t in range(S):
+                        r = room[t]
+                        if res >= 0:
+                            r = 1.0 if t == res else 0.0
+                        sc = _INF if r < 1.0 else (compute[w_row, t] + hop_from[at, t]) + client_out[t]
+                        if t == 0 or sc < sc_best:
+                            t_best, sc_best = t, sc
+                else:
+                    # servers by increasing compute: a score is >= the server's compute, so the scan stops
+                    # at the first compute above the best score (ties: the lowest index, as argmin)
+                    for n in range(S):
+                        t = order[w_row, n]
+                        c = compute[w_row, t]
+                        if c > sc_best:
+                            break
+                        r = room[t]
+                        if r >= 1.0:
+                            sc = hop_from[at, t] / (r if r <= cap else cap) + c
+                            if sc < sc_best or (sc == sc_best and t < t_best):
+                                t_best, sc_best = t, sc
+                t = t_best
+                if sc_best < _INF:
+                    cost = compute[w_row, t] + hop_from[at, t]
+                    w = size
+                else:  # nothing fits: the smallest width, where it fits, else anywhere
+                    t_fit, c_fit, t_any, c_any = -1, _INF, 0, _INF
+                    for u in range(S):
+                        c = (compute[small, u] + hop_from[at, u]) + (client_out[u] if last else 0.0)
+                        if u == 0 or c < c_any:
+                            t_any, c_any = u, c
+                        if fr[u] >= m_small - 1e-6 and (t_fit < 0 or c < c_fit):
+                            t_fit, c_fit = u, c
+                    if t_fit >= 0:
+                        t, c = t_fit, c_fit
+                    else:
+                        t, c = t_any, c_any
+                    cost = c - (client_out[t] if last else 0.0)
+                    w = m_small
+                if res < 0:
+                    rec[0, j] = t
+                    rec[1, j] = w
+                    rec[2, j] = at
+                    rec[3, j] = total
+                    rec[4, j] = sc_best
+                    rec[5, j] = size
+                total += cost
+                fr[t] -= w
+                room[t] = np.floor((fr[t] + 1e-6) / size)
+                at = t
+            total += client_out[at]
+            best = total if total < best else best
         q[i] = imm + best
 
 
