@@ -12,8 +12,8 @@ from ..catalog import DEVICES, get_device, get_model
 from ..quantization import FP16_BITS, SUPPORTED_BITS, error_source, error_table
 from ..scenario import register_preset, require, resolve_scenario
 from .base import MaskedEnv, squash
-from .placement_quant_kernels import (advance, fits_uniformly, instance_arrays, lookahead_q, start_episode,
-                                      update_mask, write_lookahead)
+from .placement_quant_kernels import (advance, fits_uniformly, instance_arrays, lookahead_q, lookahead_tables,
+                                      start_episode, update_mask, write_lookahead)
 
 __all__ = [
     "PlacementProblem",
@@ -219,6 +219,7 @@ class _ErrorTables:
         bounds = _error_lower_bounds(mem_bytes, error)
         n_max = max(cw.size for _, _, cw, _ in bounds)
         self._rest_rows: dict = {}
+        self._lookahead_rows: dict = {}
         self.lp_base = np.array([(base_mem, base_err) for base_mem, base_err, _, _ in bounds])
         self.lp_cw = np.full((L + 1, n_max), np.inf)
         self.lp_tab = np.zeros((L + 1, 4, n_max + 1))
@@ -231,6 +232,17 @@ class _ErrorTables:
             self.lp_tab[k, :, :n + 1] = np.stack([cw0, ce0, np.append(np.where(seg_w > 0, seg_w, 1.0), 1.0),
                                                    np.append(ce - ce0[:-1], 0.0)])
 
+
+    def lookahead_rows(self, preferred: int) -> tuple[np.ndarray, np.ndarray]:
+        """The lookahead's (cum_up, neg_g) for width `preferred` (see `_Lookahead`): the errors of
+        layers ..j-1 one width up, and -(that + the errors of layers j.. at `preferred`), by j."""
+        rows = self._lookahead_rows.get(preferred)
+        if rows is None:
+            up, error = max(preferred - 1, 0), self.error
+            rest = np.concatenate([np.cumsum(error[::-1, preferred])[::-1], [0.0]])  # layers j.. at preferred
+            cum_up = np.concatenate([[0.0], np.cumsum(error[:, up])])  # layers ..j-1 one width up
+            rows = self._lookahead_rows[preferred] = (cum_up, -(cum_up + rest))  # nondecreasing in j
+        return rows
 
     def rest_rows(self, preferred: int) -> np.ndarray:
         """(2, L + 1): the later layers' least error, and their error at width `preferred`, from layer k on."""
@@ -260,25 +272,25 @@ class _Lookahead:
     walks on its own from there.
     """
 
-    def __init__(self, p: PlacementProblem, preferred: int) -> None:
-        self.pref, self.up, self.small = preferred, max(preferred - 1, 0), p.n_bits - 1
-        # own writable C-ordered float64 copies: the kernel then compiles once for every instance
-        self.hop_from = np.vstack([p.transfer_s, p.client_in_s[None, :]])  # (S + 1, S); row S: the client
-        self.compute = np.array(p.compute_s.T, dtype=np.float64, order="C")  # (B, S)
-        self.mem = np.array(p.mem_bytes, dtype=np.float64)
-        self.client_out = np.array(p.client_out_s, dtype=np.float64)
-        self.error = np.array(p.error, dtype=np.float64, order="C")
-        rest = np.concatenate([np.cumsum(p.error[::-1, preferred])[::-1], [0.0]])  # layers j.. at preferred
-        self.cum_up = np.concatenate([[0.0], np.cumsum(p.error[:, self.up])])  # layers ..j-1 one width up
-        self.neg_g = -(self.cum_up + rest)  # nondecreasing in j: where the upgraded prefix can end
+    def __init__(self, p: PlacementProblem, preferred: int, tables: _ErrorTables, times: tuple) -> None:
+        """`times`: p's compute_s, transfer_s, client_in_s, client_out_s as C-ordered float64 arrays."""
+        S, B = p.n_servers, p.n_bits
+        self.pref, self.up, self.small = preferred, max(preferred - 1, 0), B - 1
+        self.mem, self.error = tables.mem, tables.error
+        # cumulative errors of the later layers at the preferred width and of the first ones one width up
+        self.cum_up, self.neg_g = tables.lookahead_rows(preferred)
         self.limit = float(p.budget * (1 + 1e-12))
-        self.reserve = np.concatenate([[-1], np.argsort(p.client_out_s, kind="stable")[:LOOKAHEAD_RESERVE]]
-                                      ).astype(np.int64)
-        self.order = np.argsort(self.compute, axis=1, kind="stable").astype(np.int64)  # servers by compute
+        self.hop_from = np.empty((S + 1, S))  # row s: the hops from server s; row S: from the client
+        self.compute = np.empty((B, S))
+        self.client_out = np.empty(S)
+        self.reserve = np.empty(1 + min(LOOKAHEAD_RESERVE, S), dtype=np.int64)  # -1, the cheapest exits
+        self.order = np.empty((B, S), dtype=np.int64)  # servers by compute at each width
+        lookahead_tables(*times, self.hop_from, self.compute, self.client_out, self.reserve, self.order,
+                         np.empty(S, dtype=np.int64))
         # the kernels' arguments after (..., acts, q): the tables, then work arrays
         self.args = (self.hop_from, self.compute, self.mem, self.client_out, self.error, self.cum_up, self.neg_g,
                      self.reserve, self.limit, self.pref, self.up, self.small, self.order,
-                     np.empty((7, p.n_servers)), np.empty((6, p.n_layers)))
+                     np.empty((7, S)), np.empty((6, p.n_layers)))
 
     def q_values(self, layer: int, prev: int, free: np.ndarray, spent: float, acts: np.ndarray) -> np.ndarray:
         """Q of the valid actions `acts` at `layer` (the previous layer on `prev`, -1: the client).
@@ -629,12 +641,14 @@ class PlacementQuantizationEnv(MaskedEnv):
         if reward_shaping == "lookahead" and not sc.lookahead:
             raise ValueError('reward_shaping="lookahead" needs the scenario\'s lookahead on')
         self.reward_shaping = reward_shaping
+        self._shaping, self._reward_scale = reward_shaping == "lookahead", sc.reward_time_scale_s
         S, B = sc.n_servers, len(sc.bits)
         self._preferred = sc.bits.index(sc.budget_ref_bits)
         self.action_space = spaces.Discrete(S * B)
         self._n_server_features = F = 2 * B + N_SERVER_BASE
         n_obs = S * F + N_GLOBAL_BASE + B + (S * B + 1 if sc.lookahead else 0)
         self.observation_space = spaces.Box(-1.0, 1.0, (n_obs,), np.float32)
+        self._n_bits = B
         self._mask = np.zeros(S * B, dtype=bool)
         self._obs_buf = np.zeros(n_obs, dtype=np.float32)  # kept current step by step
         # per-episode terms of the kernels (see reset), reused from one episode to the next
@@ -690,6 +704,7 @@ class PlacementQuantizationEnv(MaskedEnv):
                                               latency_s=0.0, prev_server=-1)
         # constants of the episode; the step's reward arithmetic reads Python floats (same IEEE arithmetic)
         self._tables = tables
+        self._n_layers = p.n_layers
         self._min_rest = tables.min_rest
         self._compute_rows, self._transfer_rows = p.compute_s.tolist(), p.transfer_s.tolist()
         self._client_in, self._client_out = p.client_in_s.tolist(), p.client_out_s.tolist()
@@ -714,7 +729,8 @@ class PlacementQuantizationEnv(MaskedEnv):
             st.ilp = _solve_ilp_cached(p, sc.ilp_solver, sc.ilp_time_limit_s)
         update_mask(0, 0.0, self._scal[7], tables.error, self._rest[0], self._srv[2], self._sb, tables.lp_base,
                     tables.lp_cw, tables.lp_tab, self._scal[4], self._scal[5], self._mask_sb)
-        self._lookahead = _Lookahead(p, self._preferred) if sc.lookahead else None
+        self._times = times
+        self._lookahead = _Lookahead(p, self._preferred, tables, times) if sc.lookahead else None
         self._bind_kernel_args()
         if sc.lookahead:
             self._least_q = write_lookahead(0, -1, 0.0, st.free_bytes, self._mask, *self._largs)
@@ -724,8 +740,8 @@ class PlacementQuantizationEnv(MaskedEnv):
     # ------------------------------------------------------------------ step
     def _step(self, a: int):
         st = self.state
-        L, l, prev = st.problem.n_layers, st.layer, st.prev_server
-        s, b = divmod(a, self._mask_sb.shape[1])
+        L, l, prev = self._n_layers, st.layer, st.prev_server
+        s, b = divmod(a, self._n_bits)
         hop = self._client_in[s] if l == 0 else self._transfer_rows[prev][s]
         out = self._client_out[s] if l == L - 1 else 0.0
         inc = self._compute_rows[s][b] + hop + out
@@ -734,22 +750,22 @@ class PlacementQuantizationEnv(MaskedEnv):
         st.latency_s += inc
         st.prev_server = s
         st.layer = l + 1
-        reward = -inc / self.scenario.reward_time_scale_s
+        reward = -inc / self._reward_scale
         # place the layer (servers, bit_idx, free_bytes), update server s's mask terms and the
         # observation, and the mask of the next layer (see the masks section)
         terminated = not advance(s, b, l, prev, st.spent, *self._kargs)
         if terminated and st.layer < L:  # a dead end: no action passes the mask
-            reward -= self.scenario.infeasible_penalty_s / self.scenario.reward_time_scale_s
+            reward -= self.scenario.infeasible_penalty_s / self._reward_scale
         if self._largs is not None:
             self._least_q = write_lookahead(l + 1, s, st.spent, st.free_bytes, self._mask, *self._largs)
         info = {"action_mask": self._mask.copy(), "invalid_action": False, "layer": l + 1}
         if terminated:
             info["episode_metrics"] = self.episode_metrics()
-        if self.reward_shaping == "lookahead":
+        if self._shaping:
             # potential-based (Ng et al. 1999), phi = minus the least lookahead value (0 at the end): the
             # return changes by -phi(first state), the same for every policy on an instance
             info["reward_unshaped"] = float(reward)
-            potential = 0.0 if terminated else -self._least_q / self.scenario.reward_time_scale_s
+            potential = 0.0 if terminated else -self._least_q / self._reward_scale
             reward += potential - self._potential
             self._potential = potential
         return self._obs_buf.copy(), float(reward), terminated, False, info
@@ -763,7 +779,7 @@ class PlacementQuantizationEnv(MaskedEnv):
         if acts.size:
             st = self.state
             if self._lookahead is None:
-                self._lookahead = _Lookahead(st.problem, self._preferred)
+                self._lookahead = _Lookahead(st.problem, self._preferred, self._tables, self._times)
             q[acts] = self._lookahead.q_values(st.layer, st.prev_server, st.free_bytes, st.spent, acts)
         return q
 

@@ -492,3 +492,40 @@ def fits_uniformly(capacity, mem, rest, n_layers, limit):
         if slots >= n_layers and rest[b] <= limit:
             return True
     return False
+
+
+@njit
+def _stable_argsort(x, out):
+    """out = np.argsort(x, kind="stable") (insertion sort: equal values keep their index order)."""
+    n = x.shape[0]
+    for i in range(n):
+        out[i] = i
+    for i in range(1, n):
+        j, v = i, out[i]
+        while j > 0 and x[v] < x[out[j - 1]]:
+            out[j] = out[j - 1]
+            j -= 1
+        out[j] = v
+
+
+@njit
+def lookahead_tables(compute_s, transfer_s, client_in_s, client_out_s, hop_from, compute, client_out, reserve, order,
+                     work):
+    """`_Lookahead`'s per-instance tables: hop_from (S + 1, S) = the hops from each server, then from
+    the client; compute (B, S) = compute_s transposed; client_out; reserve = -1, then the servers by
+    increasing client hop (stable), as many as fit; order[b] = the servers by increasing compute[b]
+    (stable). work: S ints."""
+    S, B = compute_s.shape
+    for s in range(S):
+        for t in range(S):
+            hop_from[s, t] = transfer_s[s, t]
+        hop_from[S, s] = client_in_s[s]
+        client_out[s] = client_out_s[s]
+        for b in range(B):
+            compute[b, s] = compute_s[s, b]
+    _stable_argsort(client_out, work)
+    reserve[0] = -1
+    for v in range(1, reserve.shape[0]):
+        reserve[v] = work[v - 1]
+    for b in range(B):
+        _stable_argsort(compute[b], order[b])
