@@ -321,8 +321,8 @@ class PlacementQuantScenario:
     servers a solve takes 1-10 s (docs/envs/placement_quantization.md), too slow for a reset in
     RL training; the "default-ilp" preset turns it on for evaluation.
     `lookahead` adds the per-action lookahead block to the observation (see the env's Observation
-    Space): what a learned agent needs to plan a route, at a cost (a numpy pass per later layer,
-    several times the rest of a step; off, the env steps about 6x faster).
+    Space): what a learned agent needs to plan a route, at a cost (a greedy walk over the later
+    layers per valid action, most of a step; off, the env steps about 3.5x faster).
     """
 
     models: tuple[str, ...] = ("opt-350m", "opt-125m", "qwen2-0.5b", "smollm2-135m")
