@@ -1,6 +1,10 @@
 """FCIM's per-round rule (winner, runner-up, second-price reward), shared by the
 LayerAllocation env (its "fcim" payment rule) and the FCIM policy in
 `baselines/fcim.py`, whose docstring states the whole auction (DESIGN 4.2).
+
+The env's step kernel pays with a compiled copy of `fcim_chosen_reward`
+(`envs/layer_allocation_kernels.py`, the same operations in the same order):
+a change to the rule here must be made there too.
 """
 
 from __future__ import annotations

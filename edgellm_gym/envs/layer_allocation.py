@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 from types import SimpleNamespace
 from dataclasses import dataclass, field
 
@@ -10,21 +9,21 @@ import numpy as np
 from gymnasium import spaces
 
 from .. import costs
-from ..auction import fcim_bid_ratios, fcim_chosen_reward
 from ..catalog import get_device, get_model
 from ..metrics import jain_index, mean_or_zero
 from ..scenario import register_preset, require, resolve_scenario
 from ..workload import WorkloadSpec, sample_requests, workload_preset
+from . import layer_allocation_kernels as K
 from .base import MaskedEnv, squash
 
 __all__ = ["LayerAllocationScenario", "LayerAllocationState", "LayerAllocationEnv", "OUTCOMES"]
 
 ENV_KEY = "LayerAllocation"
-N_DEVICE_FEATURES = 9
+N_DEVICE_FEATURES = K.N_DEVICE_FEATURES  # 9
 N_GLOBAL_FEATURES = 6
 PAYMENT_RULES = ("fcim", "pay_as_bid")
 # task outcome codes: 0 = not decided yet
-ALLOCATED, REJECTED_BY_POLICY, REJECTED_NO_CAPACITY = 1, 2, 3
+ALLOCATED, REJECTED_BY_POLICY, REJECTED_NO_CAPACITY = K.ALLOCATED, K.REJECTED_BY_POLICY, K.REJECTED_NO_CAPACITY
 OUTCOMES = {0: "pending", ALLOCATED: "allocated", REJECTED_BY_POLICY: "rejected_by_policy",
             REJECTED_NO_CAPACITY: "rejected_no_capacity"}
 
@@ -129,7 +128,11 @@ register_preset(ENV_KEY, "jetson", LayerAllocationScenario(
     client_delay_scale_s=5e-3, workload=workload_preset("azure-conv-2023", rate_per_s=0.02)))
 
 
-@dataclass
+def _field(array: str, index: int, kind, doc: str) -> property:
+    """A state attribute read from the env's scalar array `array` at `index`, as a Python `kind`."""
+    return property(lambda self: kind(getattr(self, array)[index]), doc=doc)
+
+
 class LayerAllocationState:
     """What reference policies may read (`env.unwrapped.state`; read-only by convention).
 
@@ -140,43 +143,80 @@ class LayerAllocationState:
     communication time of the task's hidden states from device i to j over the
     whole request; `client_s[i]`: returning its tokens from device i to the client.
 
-    The env's step path updates Python lists (`free`, `busy`, `bids`, ...); the
-    device arrays (`free_bytes`, `used`, `bid_layers`, ...) are built from them
-    on each read, so they always show the current state and writing into them
-    changes nothing.
+    The env's step kernel updates its arrays in place; every attribute here is
+    read from them on each read (Python numbers and lists, new arrays, or views
+    of the per-task tables), so it always shows the current state. Writing into
+    a returned list or array changes nothing (except the tables' views).
     """
 
-    now_s: float
-    task: int  # current task id; -1 once every task is decided
-    total_layers: int
-    remaining_layers: int
-    chain: list[int]  # devices chosen for the current task, in pipeline order
-    taken: list[int]  # layers each of them took
-    capacity_bytes: np.ndarray
-    layer_bytes: int  # per layer of the current task (weights + KV cache)
-    budget_usd: float
-    deadline_s: float
-    arrival_s: float
-    free: list[int]  # free bytes per device
-    busy: list[float]  # time each device is busy until
-    bids: list[int]  # bid layers of the current task per device, before any was used
-    bid_times: list[float]
-    bid_prices: list[float]
-    row: int  # the current (or, at the end, the last) task's row of the per-task tables
-    tables: tuple[np.ndarray, np.ndarray, np.ndarray] = field(repr=False)  # per_layer_s, hop_s, client_s
+    def __init__(self, env: "LayerAllocationEnv") -> None:
+        # the env's arrays themselves (not views: pickling and deepcopy keep them shared with the env)
+        self._sf, self._si, self._dev_f, self._dev_i, self._tf = env._sf, env._si, env._dev_f, env._dev_i, env._tf
+        self.total_layers: int = int(env._si[K.I_L])
+        self.capacity_bytes: np.ndarray = env._capacity.copy()
+
+    now_s = _field("_sf", K.F_NOW, float, "Simulated time (s): the current task's arrival.")
+    task = _field("_si", K.I_TASK, int, "Current task id; -1 once every task is decided.")
+    remaining_layers = _field("_si", K.I_REMAINING, int, "Layers of the current task not placed yet.")
+    layer_bytes = _field("_si", K.I_LAYER_BYTES, int, "Bytes per layer of the current task (weights + KV cache).")
+    budget_usd = _field("_sf", K.F_BUDGET, float, "The current task's budget.")
+    deadline_s = _field("_sf", K.F_DEADLINE, float, "The current task's deadline.")
+    arrival_s = _field("_sf", K.F_ARRIVAL, float, "The current task's arrival.")
+    row = _field("_si", K.I_ROW, int, "The current (or, at the end, the last) task's row of the per-task tables.")
+
+    @property
+    def chain(self) -> list[int]:
+        """Devices chosen for the current task, in pipeline order."""
+        return self._dev_i[K.DI_CHAIN, : self._si[K.I_N_CHAIN]].tolist()
+
+    @property
+    def taken(self) -> list[int]:
+        """Layers each device of `chain` took."""
+        return self._dev_i[K.DI_TAKEN, : self._si[K.I_N_CHAIN]].tolist()
+
+    @property
+    def free(self) -> list[int]:
+        """Free bytes per device."""
+        return self._dev_i[K.DI_FREE].tolist()
+
+    @property
+    def busy(self) -> list[float]:
+        """Time each device is busy until."""
+        return self._dev_f[K.DF_BUSY].tolist()
+
+    def _bids(self, values: np.ndarray) -> list:
+        return values.tolist() if self._si[K.I_TASK] >= 0 else [0] * len(values)
+
+    @property
+    def bids(self) -> list[int]:
+        """Bid layers of the current task per device, before any was used."""
+        return self._bids(self._dev_i[K.DI_BIDS])
+
+    @property
+    def bid_times(self) -> list[float]:
+        return self._bids(self._dev_f[K.DF_BID_T])
+
+    @property
+    def bid_prices(self) -> list[float]:
+        return self._bids(self._dev_f[K.DF_BID_P])
+
+    @property
+    def tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per task: per_layer_s (tasks, N), hop_s (tasks, N, N), client_s (tasks, N) (views)."""
+        return _task_tables(self._tf, len(self.capacity_bytes))
 
     @property
     def free_bytes(self) -> np.ndarray:
-        return np.array(self.free, dtype=np.int64)
+        return self._dev_i[K.DI_FREE].copy()
 
     @property
     def busy_until_s(self) -> np.ndarray:
-        return np.array(self.busy, dtype=float)
+        return self._dev_f[K.DF_BUSY].copy()
 
     @property
     def used(self) -> np.ndarray:
         """Bool: device already used by the current task."""
-        used = np.zeros(len(self.free), dtype=bool)
+        used = np.zeros(len(self.capacity_bytes), dtype=bool)
         used[self.chain] = True
         return used
 
@@ -209,6 +249,18 @@ class LayerAllocationState:
     @property
     def client_s(self) -> np.ndarray:
         return self.tables[2][self.row]
+
+    def __repr__(self) -> str:
+        names = ("now_s", "task", "total_layers", "remaining_layers", "chain", "taken", "capacity_bytes",
+                 "layer_bytes", "budget_usd", "deadline_s", "arrival_s", "free", "busy", "bids", "bid_times",
+                 "bid_prices", "row")
+        return f"{type(self).__name__}({', '.join(f'{k}={getattr(self, k)!r}' for k in names)})"
+
+
+def _task_tables(tf: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the per-task table `tf`: per_layer_s (tasks, n), hop_s (tasks, n, n), client_s (tasks, n)."""
+    per, client, hop = K.TF_PER, K.TF_PER + n, K.TF_PER + 2 * n
+    return tf[:, per:per + n], tf[:, hop:hop + n * n].reshape(len(tf), n, n), tf[:, client:client + n]
 
 
 class LayerAllocationEnv(MaskedEnv):
@@ -291,6 +343,7 @@ class LayerAllocationEnv(MaskedEnv):
         self.observation_space = spaces.Box(-1.0, 1.0, (n * N_DEVICE_FEATURES + N_GLOBAL_FEATURES,), np.float32)
         self._reject_action = n
         self._mask = np.zeros(n + 1, dtype=bool)
+        self._obs_buf = np.zeros(self.observation_space.shape, dtype=np.float32)
         self._capacity = np.array([capacity_bytes(d, sc.mem_usable_fraction) for d in self._devices], np.int64)
         self._price_per_s = np.asarray(sc.price_usd_per_h, dtype=float) / 3600.0
         self._offdiag = 1.0 - np.eye(n)
@@ -300,13 +353,17 @@ class LayerAllocationEnv(MaskedEnv):
         self._kind_of = np.array([kinds.index(d) for d in sc.devices])
         self._kind_cols = SimpleNamespace(**{f: np.array([[getattr(get_device(d), f)] for d in kinds])
                                              for f in ("peak_flops", "compute_efficiency", "mem_bw_Bps")})
-        self._cap_l, self._price_per_s_l = self._capacity.tolist(), self._price_per_s.tolist()
-        self._fcim_rule = sc.payment_rule == "fcim"
+        # the step kernels' scalars that are the scenario's (layout: layer_allocation_kernels)
+        self._sf0 = np.zeros(K.N_SF)
+        for i, name in ((K.F_W_LATENCY, "w_latency"), (K.F_W_PAYMENT, "w_payment"), (K.F_W_DEVICES, "w_devices"),
+                        (K.F_REJECT_PENALTY, "reject_penalty"), (K.F_MISS_PENALTY, "miss_penalty"),
+                        (K.F_ALPHA, "alpha"), (K.F_BETA, "beta"), (K.F_GAMMA, "gamma"), (K.F_DELTA, "delta")):
+            self._sf0[i] = getattr(sc, name)
+        self._si0 = np.zeros(K.N_SI, dtype=np.int64)
+        self._si0[K.I_L] = self._model.n_layers
+        self._si0[K.I_FCIM] = sc.payment_rule == "fcim"
         # FCIM step 3 with gamma > alpha + beta: a winner taking all its bid layers is paid its price
-        self._fcim_own_price = sc.gamma > sc.alpha + sc.beta
-        self._mask_patterns: dict[tuple[int, ...], np.ndarray] = {}  # devices with room -> the mask
-        # flat observation indices written when a task opens: free share, bid layers, wait, feasible
-        self._open_idx = np.array([i * N_DEVICE_FEATURES + f for i in range(n) for f in (3, 4, 6, 8)])
+        self._si0[K.I_OWN_PRICE] = sc.gamma > sc.alpha + sc.beta
         self.state: LayerAllocationState | None = None
 
     # ----------------------------------------------------------------- reset
@@ -315,17 +372,21 @@ class LayerAllocationEnv(MaskedEnv):
         sc, rng, m, n = self.scenario, self.np_random, self._model, self.n_devices
         req = sample_requests(sc.workload, rng, sc.n_tasks)
         k = len(req)
-        self._arrival = req.arrival_s.astype(float)
+        # one row per task of the step kernels' tables (layout: layer_allocation_kernels)
+        self._tf = tf = np.empty((k, K.tf_columns(n)))
+        self._ti = ti = np.zeros((k, K.TI_HOLD + n), dtype=np.int64)
+        per_layer_s, hop_s, client_s = _task_tables(tf, n)
+        tf[:, K.TF_ARRIVAL] = arrival = req.arrival_s.astype(float)
         self._prompt, self._output = req.prompt_tokens, req.output_tokens
         # per task x device: compute time of one layer (the cost model is linear in the layer count);
         # one cost-model call over the distinct device types (their fields as columns), then per device
         per_kind = costs.layers_time_s(m, self._kind_cols, 1, req.prompt_tokens, req.output_tokens, sc.bits)
-        self._per_layer_s = np.ascontiguousarray(per_kind[self._kind_of].T)
-        self._layer_bytes = layer_bytes(m, sc.bits, req.prompt_tokens + req.output_tokens)
-        self._ideal_s = self._per_layer_s.min(axis=1) * m.n_layers
-        self._deadline = self._arrival + rng.uniform(sc.slack_min, sc.slack_max, size=k) * self._ideal_s
-        cheapest = (self._per_layer_s * self._price_per_s).min(axis=1) * m.n_layers
-        self._budget = rng.uniform(sc.budget_min, sc.budget_max, size=k) * cheapest
+        per_layer_s[:] = per_kind[self._kind_of].T
+        ti[:, K.TI_LAYER_BYTES] = layer_bytes(m, sc.bits, req.prompt_tokens + req.output_tokens)
+        tf[:, K.TF_IDEAL] = ideal = per_layer_s.min(axis=1) * m.n_layers
+        tf[:, K.TF_DEADLINE] = deadline = arrival + rng.uniform(sc.slack_min, sc.slack_max, size=k) * ideal
+        cheapest = (per_layer_s * self._price_per_s).min(axis=1) * m.n_layers
+        tf[:, K.TF_BUDGET] = budget = rng.uniform(sc.budget_min, sc.budget_max, size=k) * cheapest
         # the authors draw every ordered pair's delay and each client delay from a Rayleigh law
         latency = rng.rayleigh(sc.delay_scale_s, size=(n, n)) * self._offdiag if sc.delay_scale_s > 0 \
             else np.zeros((n, n))
@@ -335,267 +396,126 @@ class LayerAllocationEnv(MaskedEnv):
         # each decode step, (S + G - 1) x h x 2 bytes; the last device returns each token to the client
         g = req.output_tokens.astype(float)
         act_s = (req.prompt_tokens + g - 1) * self._act_bytes_bits / sc.link_bw_bps
-        self._hop_s = g[:, None, None] * latency + act_s[:, None, None] * self._offdiag
-        self._client_s = g[:, None] * client_latency
+        hop_s[:] = g[:, None, None] * latency + act_s[:, None, None] * self._offdiag
+        client_s[:] = g[:, None] * client_latency
+        tf[:, K.TF_COMPLETION: K.TF_WAIT + 1] = np.nan
+        tf[:, K.TF_COMPUTE: K.TF_PAYMENT + 1] = 0.0
 
-        # observation parts that are fixed per task, in place in one row per task (layout: _open_task)
-        scale = self._ideal_s[:, None]
-        whole_s = self._per_layer_s * m.n_layers
+        # observation parts that are fixed per task, one row per task (the rest: the comment above _step)
+        scale = ideal[:, None]
+        whole_s = per_layer_s * m.n_layers
         price = whole_s * self._price_per_s
         base = np.zeros((k,) + self.observation_space.shape, dtype=np.float32)
         dev = base[:, : n * N_DEVICE_FEATURES].reshape(k, n, N_DEVICE_FEATURES)
         dev[:, :, 0] = whole_s / (whole_s + scale)
-        dev[:, :, 1] = price / (price + self._budget[:, None])
-        dev[:, :, 2] = self._client_s / (self._client_s + scale)
+        dev[:, :, 1] = price / (price + budget[:, None])
+        dev[:, :, 2] = client_s / (client_s + scale)
         glob = base[:, n * N_DEVICE_FEATURES:]
-        glob[:, 0] = squash(self._deadline - self._arrival, self._ideal_s)
+        glob[:, 0] = squash(deadline - arrival, ideal)
         glob[:, 1] = squash(req.prompt_tokens, 1000.0)
         glob[:, 2] = squash(g, 100.0)
         glob[:, 3] = 1.0
         self._obs_base = base
-        self._hop_obs = (self._hop_s / (self._hop_s + scale[:, :, None])).astype(np.float32)
-        # the step path works on Python numbers (numpy calls cost more than they save on a few devices)
-        self._arrival_l, self._layer_bytes_l = self._arrival.tolist(), self._layer_bytes.tolist()
-        self._ideal_l, self._budget_l = self._ideal_s.tolist(), self._budget.tolist()
-        # row-major flat (task x device): a list of lists per task would cost the garbage collector more
-        self._deadline_l, self._per_layer_l = self._deadline.tolist(), self._per_layer_s.ravel().tolist()
+        self._hop_obs = (hop_s / (hop_s + scale[:, :, None])).astype(np.float32)
 
-        self._outcome = np.zeros(k, dtype=np.int8)
-        self._completion = np.full(k, np.nan)
-        self._wait = np.full(k, np.nan)
-        self._compute = np.zeros(k)
-        self._comm = np.zeros(k)
-        self._payment = np.zeros(k)
-        self._n_used = np.zeros(k, dtype=np.int64)
-        self._holdings: dict[int, tuple[list[int], list[int]]] = {}  # task -> (devices, bytes) held
-        self._events: list[tuple[float, int]] = []  # (completion time, task): frees its memory
-        self._lpd, self._ppd = [0.0] * n, [0.0] * n  # layers and payments per device so far
-        self._rounds = self._positive_rounds = 0
-        self._pending_pay: list[float] = []
-        self._pending_bid: list[float] = []
-        zeros = [0] * n
-        self.state = LayerAllocationState(
-            now_s=float(self._arrival[0]), task=0, total_layers=m.n_layers, remaining_layers=m.n_layers,
-            chain=[], taken=[], capacity_bytes=self._capacity.copy(), layer_bytes=0, budget_usd=0.0,
-            deadline_s=0.0, arrival_s=0.0, free=self._capacity.tolist(), busy=[float(self._arrival[0])] * n,
-            bids=zeros, bid_times=zeros, bid_prices=zeros, row=0,
-            tables=(self._per_layer_s, self._hop_s, self._client_s))
-        self._pool: list[int] = []  # the current task's FCIM pool: devices with room not used yet
+        # the current task and the devices (every device empty, free from the first arrival)
+        self._sf, self._si = self._sf0.copy(), self._si0.copy()
+        self._dev_f = np.zeros((K.N_DF, n))
+        self._dev_f[K.DF_BUSY] = arrival[0]
+        self._dev_f[K.DF_RATE] = self._price_per_s
+        self._dev_i = np.zeros((K.N_DI, n), dtype=np.int64)
+        self._dev_i[K.DI_FREE] = self._dev_i[K.DI_CAP] = self._capacity
+        self._sf[K.F_NOW] = arrival[0]
+        self.state = LayerAllocationState(self)
         self._last_now_s = self.state.now_s
-        self._obs_buf = np.zeros(self.observation_space.shape, dtype=np.float32)
-        penalty = self._begin_task(0)
+        penalty = K.begin_task(0, self._sf, self._si, self._dev_f, self._dev_i, tf, ti, base, self._obs_buf,
+                               self._mask)
         assert penalty == 0.0, "scenario validation guarantees the first task fits"
         return self._obs(), self._info()
 
     # ------------------------------------------------------------------ step
-    # The step path works on Python numbers and lists (numpy calls cost more than they save on a few
-    # devices); numpy only for the observation buffer.
+    # One kernel call does the step's numeric work in place (layer_allocation_kernels.step), as follows.
+    #
+    # A task begins (`_begin_task`) at its arrival: the memory of tasks completed by then is freed; each
+    # device bids the layers it can host, min(free bytes // bytes per layer, L); a task whose bids sum to
+    # fewer than L layers is rejected ("no capacity", -reject_penalty) and the next one begins. A task
+    # that fits opens: bid time T_i = l_i x per-layer time, price P_i = rate x T_i, FCIM-feasible when
+    # P_i <= budget and T_i <= time to deadline (fixed while the task is placed: a used device leaves the
+    # pool); the pool and the mask are the devices with room; the observation is the task's fixed
+    # features (built at reset) with each device's free memory share, bid layers / L, wait until free
+    # w / (w + ideal latency) and feasibility.
+    #
+    # A device action (`_place`) appends the device, which takes min(its bid, remaining) layers and holds
+    # their bytes; its payment (paid at commit): its price for the layers taken under "pay_as_bid";
+    # under "fcim", `fcim_chosen_reward` (the auction's round with the device as winner; with gamma >
+    # alpha + beta a device taking all its bid layers is paid its price). While layers remain, the
+    # device leaves the pool and the mask, and the observation gets its new free share, used = 1, the
+    # hop times from it, and the remaining layers, devices used and payment so far.
+    #
+    # The last layer placed commits the task (`_commit`): it starts when all its devices are free and
+    # ends after compute + communication (hops between consecutive devices, then to the client), each
+    # summed in pipeline order; its devices are busy until then and hold their memory until then; the
+    # reward is the docstring's. The reject action (N) releases what the task holds (-reject_penalty).
     def _step(self, a: int):
-        st = self.state
-        if st.task < 0:
-            raise RuntimeError("the episode has ended; call reset()")
-        if a == self._reject_action:
-            reward = self._reject(REJECTED_BY_POLICY)
-            reward += self._begin_task(st.task + 1)
-        else:
-            reward = self._place(a)
-            if st.remaining_layers == 0:
-                reward += self._commit()
-                reward += self._begin_task(st.task + 1)
-        info = {"action_mask": self._mask.copy(), "invalid_action": False, "now_s": st.now_s, "task": st.task}
-        if st.task < 0:  # terminated
+        reward, now, task, code = K.step(a, self._sf, self._si, self._dev_f, self._dev_i, self._tf, self._ti,
+                                         self._obs_base, self._hop_obs, self._obs_buf, self._mask)
+        if code:
+            reward, now, task = self._step_rare(code, reward)
+        info = {"action_mask": self._mask.copy(), "invalid_action": False, "now_s": now, "task": task}
+        if task < 0:  # terminated
             info["episode_metrics"] = self.episode_metrics()
-            return self._obs_buf.copy(), float(reward), True, False, info
-        return self._obs_buf.copy(), float(reward), False, False, info
+            return self._obs_buf.copy(), reward, True, False, info
+        return self._obs_buf.copy(), reward, False, False, info
 
-    def _begin_task(self, task: int) -> float:
-        """Move to `task`'s arrival, free the memory of tasks completed by then, build the bids.
-        Tasks that do not fit the free memory are rejected here; returns their penalties."""
-        st, n_tasks = self.state, len(self._arrival_l)
-        free, events, L = st.free, self._events, st.total_layers
-        penalty = 0.0
-        st.chain, st.taken = [], []
-        self._pending_pay, self._pending_bid = [], []
-        while task < n_tasks:
-            st.now_s = now = self._arrival_l[task]
-            while events and events[0][0] <= now:
-                _, done = heapq.heappop(events)
-                devs, held = self._holdings.pop(done)
-                for d, b in zip(devs, held):
-                    free[d] += b
-            st.task = task
-            st.layer_bytes = lb = self._layer_bytes_l[task]
-            bid = [x if (x := f // lb) < L else L for f in free]  # min(free // lb, L)
-            if sum(bid) >= L:
-                self._open_task(task, bid)
-                return penalty
-            self._outcome[task] = REJECTED_NO_CAPACITY
-            penalty -= self.scenario.reject_penalty
-            task += 1
-        st.task = -1
-        st.remaining_layers = 0
-        st.bids = st.bid_times = st.bid_prices = [0] * self.n_devices
-        self._obs_buf[:] = 0.0
-        self._mask[:-1] = False
-        self._mask[-1] = True
-        return penalty
+    def _step_rare(self, code: int, reward: float) -> tuple[float, float, int]:
+        """The kernel's codes: the episode had ended; or a pipeline of 8 devices or more is complete, whose
+        sums numpy does (pairwise sums and a BLAS dot: not the kernel's in-order sums)."""
+        if code == K.ENDED:
+            raise RuntimeError("the episode has ended; call reset()")
+        st, t = self.state, self.state.task
+        c = np.array(st.chain)
+        compute = float(self._per_layer_s[t, c] @ np.array(st.taken, dtype=np.int64))
+        comm = float(self._hop_s[t, c[:-1], c[1:]].sum() + self._client_s[t, c[-1]])
+        paid = float(np.sum(self._dev_f[K.DF_PAY, : len(c)]))
+        reward = K.commit_with_sums(reward, compute, comm, paid, self._sf, self._si, self._dev_f, self._dev_i,
+                                    self._tf, self._ti, self._obs_base, self._obs_buf, self._mask)
+        return reward, st.now_s, st.task
 
-    def _open_task(self, task: int, bid: list[int]) -> None:
-        """Set the state, the FCIM bids, the mask and the observation for a task that fits, in one
-        pass over the devices."""
-        st, L = self.state, self.state.total_layers
-        st.remaining_layers = L
-        st.row = task
-        st.budget_usd = budget = self._budget_l[task]
-        st.deadline_s = deadline = self._deadline_l[task]
-        st.arrival_s = now = st.now_s
-        st.bids = bid
-        n = self.n_devices
-        per, rate, free, cap = self._per_layer_l[task * n: task * n + n], self._price_per_s_l, st.free, self._cap_l
-        ideal = self._ideal_l[task]
-        slack = deadline - now
-        # bid time and price; FCIM feasibility (price <= budget and time <= time to deadline: fixed while
-        # the task is placed, a used device leaves the pool); the pool (devices with room); and the
-        # observation's free memory share, bid layers / L, wait until free and feasibility, per device
-        times, prices, feasible, pool, vals = [], [], [], [], []
-        for i, b in enumerate(st.busy):
-            x = bid[i]
-            ti = x * per[i]
-            pi = ti * rate[i]
-            times.append(ti)
-            prices.append(pi)
-            fe = pi <= budget and ti <= slack
-            feasible.append(fe)
-            w = b - now if b > now else 0.0
-            if x >= 1:
-                pool.append(i)
-                vals += (free[i] / cap[i], x / L, w / (w + ideal), 1.0 if fe else 0.0)
-            else:
-                vals += (free[i] / cap[i], x / L, w / (w + ideal), 0.0)
-        st.bid_times, st.bid_prices = times, prices
-        self._feasible, self._pool, self._ratios, self._paid_so_far = feasible, pool, None, 0.0
-        key = tuple(pool)
-        mask = self._mask_patterns.get(key)
-        if mask is None:  # one mask per set of devices with room (the reject action always valid)
-            mask = np.zeros(self.n_devices + 1, dtype=bool)
-            mask[pool] = True
-            mask[-1] = True
-            self._mask_patterns[key] = mask
-        self._mask = mask.copy()
-        buf = self._obs_base[task].copy()  # the task's fixed features (built at reset)
-        buf[self._open_idx] = vals
-        self._obs_buf = buf
+    # ---------------------------------------------- per-task tables (views)
+    @property
+    def _per_layer_s(self) -> np.ndarray:
+        return _task_tables(self._tf, self.n_devices)[0]
 
-    def _place(self, d: int) -> float:
-        """Append device `d` to the current task's pipeline; it is paid when the task commits."""
-        st, sc = self.state, self.scenario
-        layers = st.bids[d]
-        remaining = st.remaining_layers
-        take = layers if layers < remaining else remaining
-        price = st.bid_prices[d]
-        bid_pay = price / layers * take
-        if not self._fcim_rule:
-            pay = bid_pay
-        elif self._fcim_own_price and remaining >= layers:  # fcim_chosen_reward's first shortcut
-            pay = float(price)
-        else:
-            if self._ratios is None:  # the FCIM ratios of this task's bids, once per task
-                self._ratios = fcim_bid_ratios(st.bid_prices, st.bids, st.bid_times, st.total_layers)
-            pay = fcim_chosen_reward(st.bid_prices, st.bids, st.bid_times, self._feasible, st.total_layers,
-                                     self._pool, remaining, d, sc.alpha, sc.beta, sc.gamma, sc.delta,
-                                     ratios=self._ratios)
-        self._pending_pay.append(pay)
-        self._pending_bid.append(bid_pay)
-        st.chain.append(d)
-        st.taken.append(take)
-        st.free[d] = free = st.free[d] - take * st.layer_bytes
-        st.remaining_layers = remaining = remaining - take
-        if remaining == 0:  # the task commits now: the next one brings its own pool, mask and observation
-            return 0.0
-        self._pool.remove(d)
-        self._mask[d] = False
-        buf, L, n, i = self._obs_buf, st.total_layers, self.n_devices, d * N_DEVICE_FEATURES
-        buf[i + 3] = free / self._cap_l[d]
-        buf[i + 4] = 0.0
-        buf[i + 5] = 1.0
-        buf[7:n * N_DEVICE_FEATURES:N_DEVICE_FEATURES] = self._hop_obs[st.task, d]
-        buf[i + 8] = 0.0
-        g = n * N_DEVICE_FEATURES
-        buf[g + 3] = remaining / L
-        buf[g + 4] = len(st.chain) / n
-        self._paid_so_far = pays = self._paid_so_far + pay  # the sum of the pending payments, in order
-        buf[g + 5] = pays / (pays + st.budget_usd)
-        return 0.0
+    @property
+    def _hop_s(self) -> np.ndarray:
+        return _task_tables(self._tf, self.n_devices)[1]
 
-    def _commit(self) -> float:
-        """The task's pipeline is complete: schedule it, pay its devices, return its reward."""
-        st, sc, t = self.state, self.scenario, self.state.task
-        chain, taken, pays = st.chain, st.taken, self._pending_pay  # no device twice in a chain
-        now, busy = st.now_s, st.busy
-        if len(chain) < 8:  # numpy adds fewer than 8 (dot: 16) float64s in order: so does this, bit for bit
-            per = self._per_layer_l[t * self.n_devices: (t + 1) * self.n_devices]
-            compute = 0.0
-            for d, k in zip(chain, taken):
-                compute += per[d] * k
-            hop = self._hop_s[t]
-            comm = 0.0
-            for i, j in zip(chain, chain[1:]):
-                comm += hop[i, j]
-            comm = float(comm + self._client_s[t, chain[-1]])
-            paid = 0.0
-            for x in pays:
-                paid += x
-        else:
-            c = np.array(chain)
-            compute = float(self._per_layer_s[t, c] @ np.array(taken, dtype=np.int64))
-            comm = float(self._hop_s[t, c[:-1], c[1:]].sum() + self._client_s[t, c[-1]])
-            paid = float(np.sum(pays))
-        start = now
-        for d in chain:
-            if busy[d] > start:
-                start = busy[d]
-        done = start + compute + comm
-        for d in chain:
-            busy[d] = done
-        lb = st.layer_bytes
-        self._holdings[t] = (chain, [k * lb for k in taken])
-        heapq.heappush(self._events, (done, t))
-        self._outcome[t] = ALLOCATED
-        self._completion[t], self._wait[t] = done, start - now
-        self._compute[t], self._comm[t], self._payment[t] = compute, comm, paid
-        self._n_used[t] = len(chain)
-        lpd, ppd = self._lpd, self._ppd
-        positive = 0
-        for d, k, x, q in zip(chain, taken, pays, self._pending_bid):
-            lpd[d] += k
-            ppd[d] += x
-            if x >= q * (1 - 1e-12):
-                positive += 1
-        self._rounds += len(chain)
-        self._positive_rounds += positive
-        reward = -(sc.w_latency * (done - now) / self._ideal_l[t] + sc.w_payment * paid / st.budget_usd
-                   + sc.w_devices * len(chain))
-        if done > st.deadline_s:
-            reward -= sc.miss_penalty
-        return float(reward)
+    @property
+    def _client_s(self) -> np.ndarray:
+        return _task_tables(self._tf, self.n_devices)[2]
 
-    def _reject(self, reason: int) -> float:
-        """Reject the current task: release what it holds, count the reason."""
-        st, free = self.state, self.state.free
-        for d, k in zip(st.chain, st.taken):
-            free[d] += k * st.layer_bytes
-        self._outcome[st.task] = reason
-        return -self.scenario.reject_penalty
+    _arrival = property(lambda self: self._tf[:, K.TF_ARRIVAL])
+    _ideal_s = property(lambda self: self._tf[:, K.TF_IDEAL])
+    _budget = property(lambda self: self._tf[:, K.TF_BUDGET])
+    _deadline = property(lambda self: self._tf[:, K.TF_DEADLINE])
+    _completion = property(lambda self: self._tf[:, K.TF_COMPLETION])
+    _wait = property(lambda self: self._tf[:, K.TF_WAIT])
+    _compute = property(lambda self: self._tf[:, K.TF_COMPUTE])
+    _comm = property(lambda self: self._tf[:, K.TF_COMM])
+    _payment = property(lambda self: self._tf[:, K.TF_PAYMENT])
+    _layer_bytes = property(lambda self: self._ti[:, K.TI_LAYER_BYTES])
+    _outcome = property(lambda self: self._ti[:, K.TI_OUTCOME], doc="Per task: 0 pending, or an OUTCOMES code.")
+    _n_used = property(lambda self: self._ti[:, K.TI_N_USED])
 
     @property
     def _layers_per_device(self) -> np.ndarray:
         """Layers each device has taken over the episode's allocated tasks."""
-        return np.array(self._lpd)
+        return self._dev_f[K.DF_LPD].copy()
 
     @property
     def _paid_per_device(self) -> np.ndarray:
         """Payments (USD) each device has received over the episode."""
-        return np.array(self._ppd)
+        return self._dev_f[K.DF_PPD].copy()
 
     # --------------------------------------------------------- observations
     def _obs(self) -> np.ndarray:
@@ -604,7 +524,6 @@ class LayerAllocationEnv(MaskedEnv):
     def _info(self) -> dict:
         st = self.state
         return {"action_mask": self._mask.copy(), "invalid_action": False, "now_s": st.now_s, "task": st.task}
-
 
     # -------------------------------------------------------------- metrics
     def invariant_violations(self) -> list[str]:
@@ -616,9 +535,7 @@ class LayerAllocationEnv(MaskedEnv):
             bad.append(f"memory over capacity: free bytes {st.free_bytes.tolist()}")
         if np.any(st.free_bytes > st.capacity_bytes):
             bad.append(f"negative memory use: free {st.free_bytes.tolist()} > capacity {st.capacity_bytes.tolist()}")
-        held = np.zeros(self.n_devices, dtype=np.int64)
-        for devs, nbytes in self._holdings.values():
-            np.add.at(held, devs, nbytes)
+        held = self._ti[self._ti[:, K.TI_HELD] == 1, K.TI_HOLD:].sum(axis=0)  # by allocated tasks still running
         for d, k in zip(st.chain, st.taken):
             held[d] += k * st.layer_bytes
         if not np.array_equal(st.capacity_bytes - st.free_bytes, held):
@@ -645,6 +562,7 @@ class LayerAllocationEnv(MaskedEnv):
         comm, compute = float(self._comm[alloc].sum()), float(self._compute[alloc].sum())
         paid = float(self._payment[alloc].sum())
         on_time = int(np.sum(self._completion[alloc] <= self._deadline[alloc]))
+        rounds, positive = int(self._si[K.I_ROUNDS]), int(self._si[K.I_POSITIVE])  # placements; paid >= bid
         return {
             "mean_completion_time_s": mean_or_zero(self._completion[alloc] - self._arrival[alloc]),
             "mean_wait_s": mean_or_zero(self._wait[alloc]),
@@ -659,7 +577,7 @@ class LayerAllocationEnv(MaskedEnv):
             "tasks_rejected_no_capacity": float(np.sum(self._outcome == REJECTED_NO_CAPACITY)),
             "deadline_satisfaction": on_time / decided,
             "cost_efficiency_layers_per_usd": float(self._layers_per_device.sum() / paid) if paid > 0 else 0.0,
-            "positive_utility_share": self._positive_rounds / self._rounds if self._rounds else 1.0,
+            "positive_utility_share": positive / rounds if rounds else 1.0,
         }
 
     # ------------------------------------------------------------- rendering
