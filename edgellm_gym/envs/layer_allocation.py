@@ -240,15 +240,18 @@ class LayerAllocationState:
     @property
     def per_layer_s(self) -> np.ndarray:
         """Compute time of one layer of the current task per device."""
-        return self.tables[0][self.row]
+        n, row = len(self.capacity_bytes), self._si[K.I_ROW]
+        return self._tf[row, K.TF_PER: K.TF_PER + n]
 
     @property
     def hop_s(self) -> np.ndarray:
-        return self.tables[1][self.row]
+        n, row, hop = len(self.capacity_bytes), self._si[K.I_ROW], K.TF_PER + 2 * len(self.capacity_bytes)
+        return self._tf[row, hop: hop + n * n].reshape(n, n)
 
     @property
     def client_s(self) -> np.ndarray:
-        return self.tables[2][self.row]
+        n, row = len(self.capacity_bytes), self._si[K.I_ROW]
+        return self._tf[row, K.TF_PER + n: K.TF_PER + 2 * n]
 
     def __repr__(self) -> str:
         names = ("now_s", "task", "total_layers", "remaining_layers", "chain", "taken", "capacity_bytes",
