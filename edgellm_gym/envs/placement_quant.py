@@ -480,7 +480,8 @@ class _Sampler:
             clat = rng.uniform(sc.client_latency_min_s, sc.client_latency_max_s, size=S)
             mem_frac = rng.uniform(sc.mem_frac_min, sc.mem_frac_max, size=S)
             budget = float(rng.uniform(sc.budget_min, sc.budget_max) * t.budget_ref)
-            compute, transfer, client, capacity = np.empty((S, len(sc.bits))), np.empty((S, S)), np.empty(S), np.empty(S)
+            compute, transfer = np.empty((S, len(sc.bits))), np.empty((S, S))
+            client, capacity = np.empty(S), np.empty(S)
             instance_arrays(dev, speed, bw, lat, cbw, clat, mem_frac, t.device_time_s, t.act_bits, self.pair_index,
                             float(t.fp16_model), t.device_free, compute, transfer, client, capacity)
             # uniform_completion_exists(p, capacity, 0.0, 0), on the model's tables
@@ -652,7 +653,8 @@ class PlacementQuantizationEnv(MaskedEnv):
         self._mask = np.zeros(S * B, dtype=bool)
         self._obs_buf = np.zeros(n_obs, dtype=np.float32)  # kept current step by step
         # per-episode terms of the kernels (see reset), reused from one episode to the next
-        self._srv, self._sb, self._routes, self._scal = np.empty((3, S)), np.empty((3, S, B)), np.empty((2, S, S)), np.empty(8)
+        self._srv, self._sb = np.empty((3, S)), np.empty((3, S, B))
+        self._routes, self._scal = np.empty((2, S, S)), np.empty(8)
         self._build_views()
         self._sampler = _sampler(sc)  # the scenario's constants, computed once
         self.state: PlacementQuantState | None = None
