@@ -171,3 +171,38 @@ def test_a_winner_can_be_paid_less_than_its_price_for_the_layers_it_took():
     res = auction([20, 1.9, 100], [10, 1, 1], [1, 1, 10], 5, budget=50)
     assert [(r.winner, r.layers) for r in res.rounds] == [(0, 5)]
     assert res.rounds[0].reward == pytest.approx(9.5) and res.rounds[0].reward < 20 / 10 * 5
+
+
+def test_the_env_kernels_fcim_payment_is_the_auction_modules_bit_for_bit():
+    """LayerAllocation's step pays FCIM in a compiled copy (layer_allocation_kernels); it must give
+    `auction.fcim_chosen_reward`'s bits on random rounds with ties and every branch."""
+    import math
+
+    from edgellm_gym.auction import fcim_chosen_reward as reference
+    from edgellm_gym.envs.layer_allocation_kernels import fcim_chosen_reward as compiled
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    while checked < 3000:
+        n = int(rng.integers(1, 11))
+        vals = rng.choice([0.5, 1.0, 2.0, 3.0], size=3) if rng.random() < 0.3 else None  # ties
+        l = rng.integers(0, 6, size=n) if rng.random() < 0.5 else rng.integers(0, 50, size=n)
+        p = rng.choice(vals, size=n) * l if vals is not None else rng.random(n) * 1e-3
+        t = rng.choice(vals, size=n) * l if vals is not None else rng.random(n) * 10
+        feasible = rng.random(n) < 0.7
+        pool = (rng.random(n) < 0.8) & (l >= 1)
+        if not pool.any():
+            continue
+        chosen = int(rng.choice(np.flatnonzero(pool)))
+        remaining, total = int(rng.integers(1, 60)), int(rng.integers(1, 80))
+        w = rng.random(4) if rng.random() < 0.7 else np.array([0.1, 0.3, 0.6, 0.1])
+        if rng.random() < 0.2:
+            w[2] = w[0] + w[1]  # the gamma = alpha + beta boundary
+        alpha, beta, gamma, delta = map(float, w)
+        want = reference(p.tolist(), l.tolist(), t.tolist(), feasible.tolist(), total, np.flatnonzero(pool).tolist(),
+                         remaining, chosen, alpha, beta, gamma, delta)
+        got = compiled(p.astype(float), l.astype(np.int64), t.astype(float), feasible.astype(np.int64), total,
+                       pool.astype(np.int64), remaining, chosen, alpha, beta, gamma, delta)
+        assert (want == got and math.copysign(1, want) == math.copysign(1, got)) or (want != want and got != got), \
+            (want, got, p, l, t, feasible, pool, chosen, remaining, total, w)
+        checked += 1
