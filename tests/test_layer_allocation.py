@@ -184,6 +184,7 @@ def test_presets_split_every_task_over_two_devices_or_more(preset):
     ({"devices": ["rtx4090", "gpu-x"], "price_usd_per_h": [1.0, 1.0]}, "gpu-x"),
     ({"price_usd_per_h": [0.4]}, "price_usd_per_h"),
     ({"price_usd_per_h": [0.4, -1.0, 0.3]}, "price_usd_per_h"),
+    ({"devices": ["t4", "rtx4090"], "price_usd_per_h": [0.0, 0.4]}, "price_usd_per_h"),  # a zero budget
     ({"model": "gpt-5"}, "gpt-5"),
     ({"devices": ["orin-nano-8gb"], "price_usd_per_h": [0.01]}, "devices"),  # 14B fits nowhere
     ({"payment_rule": "vcg"}, "payment_rule"),

@@ -80,7 +80,8 @@ class LayerAllocationScenario:
         model = get_model(self.model)
         require(len(self.price_usd_per_h) == len(self.devices), "price_usd_per_h", self.price_usd_per_h,
                 f"one price per device ({len(self.devices)})")
-        require(all(p >= 0 for p in self.price_usd_per_h), "price_usd_per_h", self.price_usd_per_h, ">= 0")
+        # > 0: the budget is a multiple of the cheapest whole-model price, and prices are normalised by it
+        require(all(p > 0 for p in self.price_usd_per_h), "price_usd_per_h", self.price_usd_per_h, "> 0")
         require(self.bits in (4, 8, 16), "bits", self.bits, "one of 4, 8, 16")
         require(0 < self.mem_usable_fraction <= 1, "mem_usable_fraction", self.mem_usable_fraction, "in (0, 1]")
         require(self.n_tasks >= 1, "n_tasks", self.n_tasks, ">= 1")
