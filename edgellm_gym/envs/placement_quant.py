@@ -642,7 +642,7 @@ class PlacementQuantizationEnv(MaskedEnv):
         if reward_shaping == "lookahead" and not sc.lookahead:
             raise ValueError('reward_shaping="lookahead" needs the scenario\'s lookahead on')
         self.reward_shaping = reward_shaping
-        self._shaping, self._reward_scale = reward_shaping == "lookahead", sc.reward_time_scale_s
+        self._reward_scale = sc.reward_time_scale_s
         S, B = sc.n_servers, len(sc.bits)
         self._preferred = sc.bits.index(sc.budget_ref_bits)
         self.action_space = spaces.Discrete(S * B)
@@ -763,7 +763,7 @@ class PlacementQuantizationEnv(MaskedEnv):
         info = {"action_mask": self._mask.copy(), "invalid_action": False, "layer": l + 1}
         if terminated:
             info["episode_metrics"] = self.episode_metrics()
-        if self._shaping:
+        if self.reward_shaping == "lookahead":
             # potential-based (Ng et al. 1999), phi = minus the least lookahead value (0 at the end): the
             # return changes by -phi(first state), the same for every policy on an instance
             info["reward_unshaped"] = float(reward)
