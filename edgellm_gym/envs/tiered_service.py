@@ -8,7 +8,6 @@ true optimum of this env.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import re
 from dataclasses import dataclass, field
@@ -22,7 +21,8 @@ from ..catalog import DeviceSpec, ModelSpec, get_device, get_link, get_model
 from ..metrics import mean_or_zero
 from ..scenario import register_preset, require, resolve_scenario
 from ..workload import WorkloadSpec, sample_requests, workload_preset
-from .base import MaskedEnv, squash
+from . import tiered_service_kernels as kernels
+from .base import MaskedEnv
 
 __all__ = [
     "TieredServiceScenario",
@@ -149,12 +149,6 @@ class TieredServiceScenario:
                          for d in self.node_devices()]).reshape(-1, len(self.variants))
 
 
-def _squash_or_one(x: np.ndarray, scale: float) -> np.ndarray:
-    """`squash(x, scale)`, and 1 where x is +inf ("none"), without 0/0 warnings."""
-    inf = np.isinf(x)
-    return np.where(inf, 1.0, squash(np.where(inf, 0.0, x), scale))
-
-
 class _DeviceColumns(NamedTuple):
     """The DeviceSpec fields the cost model reads, for several devices as (k, 1) columns. The
     cost functions are elementwise, so one call broadcasts over the devices, doing per element
@@ -173,7 +167,9 @@ class _ModelColumns(NamedTuple):
     """The ModelSpec fields `costs.request_time_s` reads, for several models as (k, 1) integer
     columns. Its arithmetic on them is elementwise and exact in int64 as in Python ints (all
     products < 2^53), so with `_DeviceColumns` one call costs k (model, device) pairs, bit for bit
-    as k calls (pinned by tests/test_tiered_service_costs.py): one cost-model call per reset."""
+    as k calls (pinned by tests/test_tiered_service_costs.py). Side by side (k, 7), the same
+    columns are the input of the compiled copy of that call (`kernels.request_times`, checked
+    against it by `_check_cost_kernel`)."""
 
     n_layers: np.ndarray
     hidden: np.ndarray
@@ -186,6 +182,29 @@ class _ModelColumns(NamedTuple):
     @classmethod
     def of(cls, models: list[ModelSpec]) -> _ModelColumns:
         return cls(*(np.array([[getattr(mo, f)] for mo in models], dtype=np.int64) for f in cls._fields))
+
+
+# token counts on which `_check_cost_kernel` compares: the least, prompt or output alone, the Azure
+# medians and p99s, powers of two and odd counts up to long contexts, then 48 drawn at random
+_CHECK_RNG = np.random.default_rng(20261123)
+_CHECK_PROMPT = np.concatenate([[1, 1, 2, 1, 7, 128, 1000, 1020, 4142, 8191, 32768, 3, 513],
+                                _CHECK_RNG.integers(1, 16384, 48)]).astype(np.int64)
+_CHECK_OUTPUT = np.concatenate([[1, 2, 1, 3, 1, 129, 1, 601, 2048, 4095, 1, 17, 9999],
+                                _CHECK_RNG.integers(1, 4096, 48)]).astype(np.int64)
+
+
+def _check_cost_kernel(env: TieredServiceEnv) -> None:
+    """Raise unless `kernels.request_times` (the compiled cost model the resets use) gives
+    `costs.request_time_s` bit for bit on the env's deployed pairs, on a grid of token counts:
+    the kernel copies that function's operations, and must change when it does."""
+    k, bits = len(env._pair_nodes), int(env.scenario.bits)
+    want = costs.request_time_s(env._pair_model_cols, env._pair_device_cols, _CHECK_PROMPT, _CHECK_OUTPUT, bits)
+    got = np.zeros((_CHECK_PROMPT.size, k, 1))
+    kernels.request_times(env._pair_models, env._pair_device, _CHECK_PROMPT, _CHECK_OUTPUT, bits,
+                          np.arange(k), np.zeros(k, dtype=np.int64), got)
+    if not np.array_equal(got[:, :, 0].T, want):
+        raise RuntimeError("kernels.request_times no longer gives costs.request_time_s bit for bit: "
+                           "update it with the cost model (edgellm_gym/envs/tiered_service_kernels.py)")
 
 
 def _known(lookup, name, where):
@@ -407,7 +426,7 @@ class TieredServiceEnv(MaskedEnv):
         self._tier = sc.node_tiers()
         self._accuracy = np.array([m.accuracy for m in self._models])
         # the deployed (node, variant) pairs, their models and devices as columns (one cost-model call)
-        self._pair_nodes, self._pair_variants = np.nonzero(self._deployed)
+        self._pair_nodes, self._pair_variants = (np.ascontiguousarray(x) for x in np.nonzero(self._deployed))
         self._pair_model_cols = _ModelColumns.of([self._models[j] for j in self._pair_variants])
         self._pair_device_cols = _DeviceColumns.of([self._devices[i] for i in self._pair_nodes])
         self._paths = [[get_link(x) for x in p] for p in (sc.end_path, sc.edge_path, sc.cloud_path)]
@@ -420,39 +439,22 @@ class TieredServiceEnv(MaskedEnv):
         self.observation_space = spaces.Box(-1.0, 1.0, (self._n_obs,), np.float32)
         self._mask = np.zeros(n * m + 1, dtype=bool)
         self._mask[-1] = True  # reject: always valid
-        # Buffers of the per-step observation terms (written in place: no per-step allocation).
-        # _dyn is the observation's run "some pair earns, used share per node, x" (x = ahead per
-        # node, push per node, slack per pair), the order of the observation.
-        self._dyn = np.zeros(1 + 3 * n + n * m)
-        self._x_tmp = np.empty(2 * n + n * m)
-        self._window_s = np.array(sc.window_s)  # 0-d: numpy converts a Python float on every call
-        self._room = np.zeros(n)  # capacity left per node
-        # per node: compute ahead, least slack pushed, room left, repeated per pair (a broadcast
-        # copy, then the pair terms are ufuncs on contiguous arrays, much cheaper than broadcasting)
-        self._node_terms_pairs = np.zeros((3, n, m))
-        self._keep_flat = np.zeros(n * m, dtype=bool)
-        self._earns_flat = np.zeros(n * m, dtype=bool)
-        # row i: 1 for the first i job slots (the jobs an EDF deadline comes after)
-        self._prefix = (np.arange(k)[None, :] < np.arange(k + 1)[:, None]).astype(float)
-        self._build_views()
+        self._window_s = float(sc.window_s)
+        # the cost-model kernel's inputs: the pairs' model and device columns side by side
+        self._pair_models = np.hstack(self._pair_model_cols)
+        self._pair_device = np.hstack(self._pair_device_cols)
+        _check_cost_kernel(self)
+        # Buffers the step kernels write in place. The node queues (`kernels` module docstring):
+        self._jobs = np.zeros((kernels.N_JOB_ROWS, n, k))
+        self._job_user = np.zeros((n, k), dtype=np.int64)
+        self._n_jobs = np.zeros(n, dtype=np.int64)
+        self._obs_now = np.zeros(self._n_obs, dtype=np.float32)  # the observation of the current user
+        # per-user tables of the episode (`kernels.user_tables`)
+        u = self.n_users
+        f = N_USER_FEATURES + N_VARIANT_FEATURES * m + 2  # the user's rows: window index and position too
+        self._edf_deadline = np.zeros((u, n))
+        self._user_obs = np.zeros((u, f + n * m), dtype=np.float32)
         self.state: TieredState | None = None
-
-    _VIEWS = ("_pairs_mask", "_x", "_x_node", "_used_share", "_left", "_keep", "_earns", "_ahead_push_col",
-              "_room_col", "_ahead_pairs", "_push_pairs", "_room_pairs")
-
-    def _build_views(self) -> None:
-        """Views into the buffers (rebuilt after unpickling: a copy does not keep views as views)."""
-        n, m, dyn = self.n_nodes, self.n_variants, self._dyn
-        self._pairs_mask = self._mask[:-1].reshape(n, m)
-        self._used_share = dyn[1: 1 + n]
-        self._x = dyn[1 + n:]
-        self._x_node = dyn[1 + n: 1 + 3 * n]
-        self._left = dyn[1 + 3 * n:].reshape(n, m)
-        self._ahead_push_col = self._x_node.reshape(2, n, 1)
-        self._room_col = self._room.reshape(n, 1)
-        self._ahead_pairs, self._push_pairs, self._room_pairs = self._node_terms_pairs
-        self._keep = self._keep_flat.reshape(n, m)
-        self._earns = self._earns_flat.reshape(n, m)
 
     # ----------------------------------------------------------------- reset
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -471,225 +473,92 @@ class TieredServiceEnv(MaskedEnv):
             min_acc, deadline = min_acc[idx], deadline[idx]
         net_tier = np.stack([path_time_s(path, req.prompt_tokens, req.output_tokens, sc.bytes_per_token)
                              for path in self._paths], axis=1)  # (U, 3)
-        net = net_tier[:, self._tier]  # (U, N)
+        net = np.ascontiguousarray(net_tier[:, self._tier])  # (U, N)
         compute = np.full((u, n, m), np.inf)
-        compute[:, self._pair_nodes, self._pair_variants] = costs.request_time_s(
-            self._pair_model_cols, self._pair_device_cols, req.prompt_tokens, req.output_tokens, sc.bits).T
-        self.state = TieredState(
+        # costs.request_time_s of the deployed pairs (as one call with _ModelColumns, _DeviceColumns)
+        kernels.request_times(self._pair_models, self._pair_device, req.prompt_tokens, req.output_tokens,
+                              int(sc.bits), self._pair_nodes, self._pair_variants, compute)
+        self.state = st = TieredState(
             user=0, window_start=0, users_per_window=k, node_names=sc.node_names(), node_tier=self._tier,
             variant_names=sc.variants, accuracy=self._accuracy, deployed=self._deployed,
             capacity_s=np.full(n, sc.window_s), used_s=np.zeros(n), min_accuracy=min_acc, deadline_s=deadline,
             net_s=net, compute_s=compute, assignment=np.full(u, -2, dtype=np.int64))
-        self._edf_deadline = deadline[:, None] - net  # (U, N)
-        self._acc_ok = self._accuracy[None, :] >= min_acc[:, None]  # (U, M)
+        # EDF deadline (deadline - network) per user and node, and the observation's start per user
+        # (clipped here once: the rest is within [-1, 1] by construction), then its squashed compute
+        # time per pair (1 where not deployed)
+        kernels.user_tables(min_acc, deadline, req.prompt_tokens, req.output_tokens, net, compute, self._accuracy,
+                            k, sc.n_windows, self._window_s, float(sc.workload.prompt_max),
+                            float(sc.workload.output_max), self._edf_deadline, self._user_obs)
         self._response = np.full(u, np.nan)
         self._satisfied = np.zeros(u, dtype=bool)
         self._n_satisfied = 0
-        self._job_p = np.zeros((n, k))  # compute times of the node's jobs in EDF order, then zeros
         self._clear_jobs()
-        # the observation's start per user; clipped here once: the rest of the observation is within
-        # [-1, 1] by construction
-        self._user_rows = np.clip(self._precompute_user_block(req.prompt_tokens, req.output_tokens), -1.0, 1.0)
-        # deadline - network - compute per pair; a huge negative (squashes to -1) where not deployed
-        self._pair_left = np.where(self._deployed, deadline[:, None, None] - net[:, :, None]
-                                   - np.where(self._deployed, compute, 0.0), -1e30)
-        self._pair_compute = _squash_or_one(compute, sc.window_s).reshape(u, n * m).astype(np.float32)
-        # "earns +1 now" needs slack >= this: 0 where the variant is accurate enough, +inf where not
-        self._earn_floor = np.ascontiguousarray(np.broadcast_to(
-            np.where(self._acc_ok, 0.0, np.inf)[:, None, :], (u, n, m)))
         self._update_mask()
-        return self._obs(), self._info()
-
-    def _precompute_user_block(self, prompt, output) -> np.ndarray:
-        """Per user: its own features and a summary of the users after it in its window, then its
-        position in the window."""
-        sc, st = self.scenario, self.state
-        m, k, u = self.n_variants, sc.users_per_window, self.n_users
-        level = np.sum(self._accuracy[None, :] < st.min_accuracy[:, None], axis=1).clip(0, m - 1)
-        onehot = level[:, None] == np.arange(m)[None, :]  # (U, M)
-        # suffix sums / minima within each window, excluding the user itself
-        cnt = onehot.reshape(-1, k, m)[:, ::-1].cumsum(axis=1)[:, ::-1].reshape(u, m) - onehot
-        dl = np.where(onehot, st.deadline_s[:, None], np.inf).reshape(-1, k, m)
-        dmin = np.minimum.accumulate(dl[:, ::-1], axis=1)[:, ::-1]
-        dmin = np.concatenate([dmin[:, 1:], np.full((dmin.shape[0], 1, m), np.inf)], axis=1).reshape(u, m)
-        scale = sc.window_s
-        block = np.column_stack([
-            st.min_accuracy, squash(st.deadline_s, scale), prompt / sc.workload.prompt_max,
-            output / sc.workload.output_max, cnt / k, _squash_or_one(dmin, scale),
-            np.arange(u) // k / sc.n_windows, self._acc_ok, self._accuracy[None, :] - st.min_accuracy[:, None],
-            np.arange(u) % k / k,
-        ])
-        return block.astype(np.float32)
+        return self._obs_now.copy(), self._info()
 
     # ------------------------------------------------------------------ step
     def _step(self, a: int):
         st = self.state
         u = st.user
-        reward = 0.0
-        if a == self.reject_action:
-            st.assignment[u] = -1
-        else:
-            n, v = divmod(a, self.n_variants)
-            st.assignment[u] = a
-            p = st.compute_s[u, n, v]
-            st.used_s[n] += p
-            delta = self._insert_job(n, u, float(p), bool(self._acc_ok[u, v]))
-            self._n_satisfied += delta
-            reward = float(delta)
-        st.user += 1
-        if st.user == st.window_start + st.users_per_window:
+        st.user = nxt = u + 1
+        close = nxt == st.window_start + st.users_per_window
+        # decide user u: assign or reject, insert it in its node's EDF queue; then the mask and
+        # observation of the next user, unless the window closes first (kernels.step)
+        delta = kernels.step(a, u, not close, self._window_s, st.compute_s, self._edf_deadline, self._user_obs,
+                             st.used_s, st.assignment, self._jobs, self._job_user, self._n_jobs, self._obs_now,
+                             self._mask)
+        if close:
             self._close_window()
-        terminated = st.user == self.n_users
-        self._update_mask()
-        info = self._info()
+            self._update_mask()
+        self._n_satisfied += delta
+        info = {"action_mask": self._mask.copy(), "invalid_action": False,
+                "window": st.window_start // st.users_per_window, "user": nxt}
+        terminated = nxt == self.n_users
         if terminated:
             info["episode_metrics"] = self.episode_metrics()
-        return self._obs(), reward, terminated, False, info
-
-    def _insert_job(self, n: int, u: int, p: float, acc_ok: bool) -> int:
-        """Put user u in node n's EDF order (after equal deadlines: u has the highest index),
-        recompute the node's finish times and slacks from there, and return the change in its
-        satisfied users. Also rebuild the node's tables of compute ahead and least slack pushed
-        for an EDF deadline after its first i jobs (`_pair_terms` looks them up).
-
-        A node holds a few jobs: Python lists beat numpy calls; the one numpy call (the ahead
-        table) sums as `np.add.reduce` over the padded row does, bit for bit."""
-        jd, jp, ju, jok = self._jobs_d[n], self._jobs_p[n], self._jobs_user[n], self._jobs_ok[n]
-        finish, push = self._jobs_finish[n], self._jobs_push[n]
-        d = float(self._edf_deadline[u, n])
-        i = bisect.bisect_right(jd, d)
-        jd.insert(i, d)
-        jp.insert(i, p)
-        ju.insert(i, u)
-        jok.insert(i, acc_ok)
-        del finish[i:], push[i:]
-        f = finish[-1] if i else 0.0
-        inf = np.inf
-        for job_d, job_p, ok in zip(jd[i:], jp[i:], jok[i:]):
-            f += job_p
-            finish.append(f)
-            slack = job_d - f
-            push.append(slack if ok and slack >= 0 else inf)
-        c = len(jd)
-        row = self._job_p[n]
-        row[:c] = jp
-        self._ahead_tab[n] = np.add.reduce(row * self._prefix[: c + 1], axis=1).tolist()
-        least, tab = 1e300, [1e300] * (c + 1)  # 1e300 for +inf: see _pair_terms
-        for j in range(c - 1, -1, -1):
-            if push[j] < least:
-                least = push[j]
-            tab[j] = least
-        self._push_tab[n] = tab
-        satisfied = c - push.count(inf)
-        delta = satisfied - self._node_satisfied[n]
-        self._node_satisfied[n] = satisfied
-        return delta
+        return self._obs_now.copy(), float(delta), terminated, False, info
 
     def _window_outcome(self) -> None:
         """Write response times and satisfaction of the current window's served users."""
-        users = [x for jobs in self._jobs_user for x in jobs]
-        if users:  # the finish lists are the sequential sums np.cumsum makes
-            nodes = [n for n, jobs in enumerate(self._jobs_user) for _ in jobs]
-            finish = [f for fs in self._jobs_finish for f in fs]
-            self._response[users] = self.state.net_s[users, nodes] + np.array(finish)
-            self._satisfied[users] = [slack < np.inf for push in self._jobs_push for slack in push]
+        kernels.window_outcome(self._jobs, self._job_user, self._n_jobs, self.state.net_s, self._response,
+                               self._satisfied)
 
     def _clear_jobs(self) -> None:
-        """No jobs on any node (a new window): per node, lists in EDF order of the jobs' EDF
-        deadline, compute, user, accuracy flag, finish time and slack (+inf unless satisfied)."""
-        n = self.n_nodes
-        self._job_p[:] = 0.0
-        self._jobs_d: list[list[float]] = [[] for _ in range(n)]
-        self._jobs_p: list[list[float]] = [[] for _ in range(n)]
-        self._jobs_user: list[list[int]] = [[] for _ in range(n)]
-        self._jobs_ok: list[list[bool]] = [[] for _ in range(n)]
-        self._jobs_finish: list[list[float]] = [[] for _ in range(n)]
-        self._jobs_push: list[list[float]] = [[] for _ in range(n)]
-        self._ahead_tab = [[0.0] for _ in range(n)]
-        self._push_tab = [[1e300] for _ in range(n)]
-        self._node_satisfied = [0] * n
+        """No jobs on any node (a new window)."""
+        self._jobs[:] = 0.0
+        self._job_user[:] = 0
+        self._n_jobs[:] = 0
 
     def _close_window(self) -> None:
-        self._window_outcome()
         st = self.state
+        kernels.close_window(self._jobs, self._job_user, self._n_jobs, st.net_s, st.used_s, self._response,
+                             self._satisfied)
         st.window_start = st.user
-        st.used_s[:] = 0.0
-        self._clear_jobs()
+
+    def _queue(self, n: int) -> slice:
+        """Node n's jobs in its queue's columns."""
+        return slice(0, int(self._n_jobs[n]))
 
     # --------------------------------------------------------- observations
     def _update_mask(self) -> None:
+        """The mask and observation of the current user into `_mask`, `_obs_now` (kernels.observe):
+        per node the compute queued before the user in EDF order and the least slack of the satisfied
+        users it would go before; per pair, deadline - response if assigned now. All three are
+        squashed together, x / (|x| + window_s). No pair earns +1: serving only uses capacity."""
         st = self.state
-        if st.user < self.n_users:
-            np.subtract(st.capacity_s, st.used_s, out=self._room)
-            self._room_pairs[...] = self._room_col
-            # compute is +inf where not deployed
-            np.less_equal(st.compute_s[st.user], self._room_pairs, out=self._pairs_mask)
-        else:
-            self._pairs_mask[:] = False
-
-    def _pair_terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For the current user: x = (compute ahead per node, least slack pushed per node, slack
-        per pair if assigned now), raw seconds; keep (N, M): nobody satisfied is pushed late;
-        earns (N, M): the valid pairs that earn +1 now (GUS's feasible set). Views of buffers that
-        the next call overwrites.
-
-        Per node, the jobs before u in EDF order are its first i, i = bisect of u's EDF deadline:
-        compute ahead and least slack pushed come from the node's tables (`_insert_job`)."""
-        st = self.state
-        u = st.user
-        d = self._edf_deadline[u].tolist()
-        bisect_right = bisect.bisect_right
-        idx = [bisect_right(jd, du) for jd, du in zip(self._jobs_d, d)]
-        # push >= 0, +inf where nobody would be pushed: as 1e300 it squashes to exactly 1 (as +inf does
-        # by definition) and compares with a finite compute time as +inf does (and with the +inf
-        # compute of a variant not deployed as false: keep is false there)
-        self._x_node[:] = ([tab[i] for tab, i in zip(self._ahead_tab, idx)]
-                           + [tab[i] for tab, i in zip(self._push_tab, idx)])
-        self._node_terms_pairs[:2] = self._ahead_push_col
-        keep, earns = self._keep, self._earns
-        np.less_equal(st.compute_s[u], self._push_pairs, out=keep)
-        np.subtract(self._pair_left[u], self._ahead_pairs, out=self._left)
-        np.greater_equal(self._left, self._earn_floor[u], out=earns)  # slack >= 0 and accurate enough
-        earns &= keep
-        earns &= self._pairs_mask
-        return self._x, keep, earns
+        kernels.observe(st.user, self._window_s, st.compute_s, self._edf_deadline, self._user_obs, st.used_s,
+                        self._jobs, self._n_jobs, self._obs_now, self._mask)
 
     def earning_pairs(self) -> np.ndarray:
         """(N, M) bool: the (node, variant) pairs that would earn +1 for the current user now
         (valid, accurate enough, in time, pushing nobody late); all False once the episode is over."""
         if self.state is None:
             raise RuntimeError("call reset() before earning_pairs()")
-        if self.state.user == self.n_users:
-            return np.zeros((self.n_nodes, self.n_variants), dtype=bool)
-        return self._pair_terms()[2].copy()
+        nm = self.n_nodes * self.n_variants
+        return (self._obs_now[self._n_obs - nm:] == 1.0).reshape(self.n_nodes, self.n_variants)
 
     def _obs(self) -> np.ndarray:
-        st = self.state
-        u = st.user
-        if u == self.n_users:
-            return np.zeros(self._n_obs, dtype=np.float32)
-        n, nm = self.n_nodes, self.n_variants * self.n_nodes
-        # per node, the compute queued before u in EDF order and the least slack of the satisfied
-        # users u would go before; per pair, deadline - response if assigned now. All three are
-        # squashed together, x / (|x| + window_s). No pair earns +1: serving only uses capacity.
-        x, _, _ = self._pair_terms()
-        tmp = self._x_tmp
-        np.abs(x, out=tmp)
-        tmp += self._window_s
-        np.divide(x, tmp, out=x)
-        dyn = self._dyn
-        dyn[0] = np.count_nonzero(self._earns_flat) > 0
-        np.divide(st.used_s, st.capacity_s, out=self._used_share)
-        obs = np.empty(self._n_obs, dtype=np.float32)
-        rows = self._user_rows
-        i = rows.shape[1]
-        obs[:i] = rows[u]
-        obs[i: i + dyn.size] = dyn
-        i += dyn.size
-        obs[i: i + nm] = self._keep_flat
-        obs[i + nm: i + 2 * nm] = self._pair_compute[u]
-        obs[i + 2 * nm:] = self._earns_flat
-        return obs
+        return self._obs_now.copy()
 
     def _info(self) -> dict:
         st = self.state
@@ -725,27 +594,36 @@ class TieredServiceEnv(MaskedEnv):
         over = np.flatnonzero(st.used_s > st.capacity_s * (1 + 1e-12))
         if over.size:
             bad.append(f"capacity exceeded on nodes {over.tolist()}: {st.used_s[over]} > {st.capacity_s[over]}")
-        if not np.allclose(st.used_s, self._job_p.sum(axis=1), rtol=1e-9, atol=1e-9):
-            bad.append(f"node load {st.used_s} != sum of its jobs {self._job_p.sum(axis=1)}")
+        load = self._jobs[kernels.JOB_COMPUTE].sum(axis=1)  # zeros after each queue's jobs
+        if not np.allclose(st.used_s, load, rtol=1e-9, atol=1e-9):
+            bad.append(f"node load {st.used_s} != sum of its jobs {load}")
         if np.any(st.assignment[: st.user] == -2) or np.any(st.assignment[st.user:] != -2):
             bad.append(f"decided users are not exactly the first {st.user}")
         window = st.assignment[st.window_start: st.user]
         served = np.flatnonzero(window >= 0) + st.window_start
-        on_nodes = np.sort(np.array([x for jobs in self._jobs_user for x in jobs], dtype=np.int64))
+        queues = [self._queue(n) for n in range(self.n_nodes)]
+        on_nodes = np.sort(np.concatenate([self._job_user[n, q] for n, q in enumerate(queues)]))
         if not np.array_equal(on_nodes, served):
             bad.append(f"users on nodes {on_nodes.tolist()} != served users {served.tolist()}")
-        for n in range(self.n_nodes):
-            users = np.array(self._jobs_user[n], dtype=np.int64)
-            if np.any(st.assignment[users] // self.n_variants != n):
+        for n, q in enumerate(queues):
+            if np.any(st.assignment[self._job_user[n, q]] // self.n_variants != n):
                 bad.append(f"node {n} holds users assigned elsewhere")
+            if np.any(np.diff(self._jobs[kernels.JOB_DEADLINE, n, q]) < 0):
+                bad.append(f"node {n}'s queue is not in EDF order")
+            if not np.array_equal(self._jobs[kernels.JOB_FINISH, n, q], np.cumsum(self._jobs[kernels.JOB_COMPUTE, n, q])):
+                bad.append(f"node {n}'s finish times are not its jobs' compute summed in EDF order")
         a = st.assignment[: st.user]
         if np.any(a >= 0) and not np.all(self._deployed.ravel()[a[a >= 0]]):
             bad.append("a user was served by a variant not deployed on its node")
         recount = int(np.count_nonzero(self._satisfied[: st.window_start])) + sum(
-            slack < np.inf for push in self._jobs_push for slack in push)
+            self._node_satisfied(n) for n in range(self.n_nodes))
         if recount != self._n_satisfied:
             bad.append(f"reward sum {self._n_satisfied} != satisfied users {recount}")
         return bad
+
+    def _node_satisfied(self, n: int) -> int:
+        """Satisfied users in node n's queue."""
+        return int(np.count_nonzero(self._jobs[kernels.JOB_SLACK, n, self._queue(n)] < np.inf))
 
     # ------------------------------------------------------------- rendering
     def _render_ansi(self) -> str:
@@ -757,10 +635,10 @@ class TieredServiceEnv(MaskedEnv):
             u = st.user
             lines.append(f"  current user: min accuracy {st.min_accuracy[u]:.3f}, deadline {st.deadline_s[u]:.2f}s")
         for n, name in enumerate(st.node_names):
-            c = len(self._jobs_user[n])
+            c = int(self._n_jobs[n])
             hosted = ",".join(v.removeprefix("qwen2.5-") for v, d in zip(st.variant_names, self._deployed[n]) if d)
             lines.append(f"  {TIERS[self._tier[n]]:5s} {name:18s} load {st.used_s[n]:6.2f}/{st.capacity_s[n]:.0f}s "
-                         f"users {c:3d} satisfied {self._node_satisfied[n]:3d} [{hosted}]")
+                         f"users {c:3d} satisfied {self._node_satisfied(n):3d} [{hosted}]")
         return "\n".join(lines)
 
     def _render_rgb(self) -> np.ndarray:
