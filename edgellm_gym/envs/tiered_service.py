@@ -425,7 +425,7 @@ class TieredServiceEnv(MaskedEnv):
         self._deployed = sc.deployment()
         self._tier = sc.node_tiers()
         self._accuracy = np.array([m.accuracy for m in self._models])
-        # the deployed (node, variant) pairs, their models and devices as columns (one cost-model call)
+        # the deployed (node, variant) pairs, their models and devices as columns (the cost model's input)
         self._pair_nodes, self._pair_variants = (np.ascontiguousarray(x) for x in np.nonzero(self._deployed))
         self._pair_model_cols = _ModelColumns.of([self._models[j] for j in self._pair_variants])
         self._pair_device_cols = _DeviceColumns.of([self._devices[i] for i in self._pair_nodes])
