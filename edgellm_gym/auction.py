@@ -70,8 +70,18 @@ def fcim_pool_round(p, l, a, b, c, feasible, pool, remaining: int, chosen: int |
     elif w1 < 0:
         return None
     reward = fcim_winner_reward(p[w1], l[w1], p[w2] if w2 >= 0 else None, l[w2] if w2 >= 0 else None,
-                                remaining, lo_c, sum(cs) / len(cs), alpha, beta, gamma, delta)
+                                remaining, lo_c, _sum_in_order(cs) / len(cs), alpha, beta, gamma, delta)
     return w1, w2, float(reward)
+
+
+def _sum_in_order(xs) -> float:
+    """x0 + x1 + ... left to right: Python >= 3.12's sum() of floats is compensated (other bits),
+    and LayerAllocation's compiled copy of this rule sums in order; this keeps both alike on any
+    Python."""
+    total = 0.0
+    for x in xs:
+        total += x
+    return total
 
 
 def fcim_bid_ratios(p, l, t, total_layers: int) -> tuple[list[float], list[float], list[float]]:
