@@ -28,8 +28,8 @@ from ..workload import WorkloadSpec, sample_requests, workload_preset
 from . import edge_cloud_kernels as ker
 from .base import MaskedEnv
 from .edge_cloud_kernels import (BACKLOG, C_E_IDLE, C_E_INFER, C_E_TRAN, C_ENERGY_SCALE, C_MISS_PENALTY, C_NOW,
-                                 C_PERIOD, C_SLOT_S, C_STATE_NOW, C_T0, C_TIME_SCALE, C_W_IDLE, COMPUTE, DOWNLOAD,
-                                 ENERGY, FREE_MEM, K_COMPLETED, K_DRAW_END, K_DRAW_POS, K_I, K_PREPARED, K_SLOT,
+                                 C_PERIOD, C_SLOT_S, C_T0, C_TIME_SCALE, C_W_IDLE, COMPUTE, DOWNLOAD,
+                                 ENERGY, FREE_MEM, K_COMPLETED, K_DRAW_END, K_DRAW_POS, K_I, K_SLOT,
                                  K_TRACE, LATENCY, N_ACTION_FEATURES, R_ARRIVAL, R_COMPUTE, R_DOWN, R_END, R_KV,
                                  R_LATENCY, R_REQUIREMENT, R_START, R_UP, RI_ACTION, RI_SERVICE, RI_UNIT, U_FREE_AT,
                                  U_KV_RESERVED, U_LINK_LAT, U_MEM_FREE0, U_MEM_TOTAL, U_P_BUSY, U_P_IDLE, U_P_TX,
@@ -255,11 +255,14 @@ class EdgeCloudState:
 
     @property
     def now_s(self) -> float:
-        return float(self._env._clock[C_STATE_NOW])
+        """The request's arrival (time moves from arrival to arrival: it was the time when it came)."""
+        return float(self._env._req[self.request, R_ARRIVAL])
 
     @property
     def request(self) -> int:
-        return int(self._env._count[K_PREPARED])
+        """The request being dispatched (after the last one: the last)."""
+        env = self._env
+        return min(int(env._count[K_I]), len(env._req) - 1)
 
     @property
     def service(self) -> int:
@@ -398,7 +401,6 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         self._edge, self._cloud = get_device(sc.edge_device), get_device(sc.cloud_device)
         self._models = [get_model(s.model) for s in sc.services]
         # per unit (M edge servers, then G cloud GPUs) and per action (M edge, 1 cloud) constants
-        self._p_busy = np.array([self._edge.power_busy_w] * m + [self._cloud.power_busy_w] * g)
         self._p_idle = np.array([self._edge.power_idle_w] * m + [self._cloud.power_idle_w] * g)
         self._p_tx = np.array([sc.edge_tx_power_w] * m + [sc.cloud_tx_power_w])
         self._p_busy_action = np.array([self._edge.power_busy_w] * m + [self._cloud.power_busy_w])
@@ -421,13 +423,10 @@ class EdgeCloudOffloadEnv(MaskedEnv):
             levels, cdf = np.ones(1), np.ones((1, 1, 1))  # unused
         else:
             self._trace = None
-            self._levels = levels = np.asarray(sc.bw_levels, dtype=float)
-            self._level_cdf = cdf = markov_level_cdfs(len(sc.bw_levels), sc.bw_stay_prob)
-            self._allowed_bps = [self._nominal_bps[j] * self._levels for j in range(m + 1)]
-            top = self._nominal_bps * self._levels[-1]
-        self._top_bps = top
-        self._mem_free0 = self._mem_total - self._mem_weights  # free memory of an empty edge server
-        self._tran_w = sc.w_tran * self._p_tx
+            levels = np.asarray(sc.bw_levels, dtype=float)
+            cdf = markov_level_cdfs(len(sc.bw_levels), sc.bw_stay_prob)
+            self._allowed_bps = [self._nominal_bps[j] * levels for j in range(m + 1)]
+            top = self._nominal_bps * levels[-1]
 
         # The step runs compiled (edge_cloud_kernels) on two flat buffers, f (float64) and x (int64),
         # cut into parts with named columns; `_build_views` binds numpy views of them. Per request
@@ -447,16 +446,17 @@ class EdgeCloudOffloadEnv(MaskedEnv):
             sc.time_scale_s, sc.energy_scale_j, sc.w_idle, sc.miss_penalty, sc.bw_slot_s)
         units[:, U_P_IDLE] = self._p_idle
         for col, values in ((U_P_TX, self._p_tx), (U_P_BUSY, self._p_busy_action), (U_LINK_LAT, self._latency_s),
-                            (U_TRAN_W, self._tran_w), (U_TOP, top)):
+                            (U_TRAN_W, sc.w_tran * self._p_tx), (U_TOP, top)):
             units[:links, col] = values
-        units[:m, U_MEM_FREE0], units[:m, U_MEM_TOTAL] = self._mem_free0, self._mem_total
+        # free memory of an empty edge server, its total
+        units[:m, U_MEM_FREE0], units[:m, U_MEM_TOTAL] = self._mem_total - self._mem_weights, self._mem_total
         self._hosted_x[:] = self._hosted
         if self._trace is None:
             self._level_bps[:] = self._nominal_bps[:, None] * levels  # nominal x level, as the chain sets it
             self._cdf[:] = cdf.reshape(self._cdf.shape)
         else:
             clock[C_PERIOD] = self._trace[1]
-            self._trace_t[0], self._trace_bps[:] = self._trace[0], self._trace[2]
+            self._trace_t[:], self._trace_bps[:] = self._trace[0], self._trace[2]
             self._count[K_TRACE] = 1
         self._rng_snapshot: dict | None = None  # np_random's state before the pre-drawn uniforms (see np_random)
         self._mask_patterns: dict[int, np.ndarray] = {}  # mask code -> the mask (read-only)
@@ -473,13 +473,11 @@ class EdgeCloudOffloadEnv(MaskedEnv):
               "_draws", "_count", "_units_i", "_req_i", "_hosted_x", "_mask_x")
 
     def _build_views(self) -> None:
-        """Named views of the kernels' buffers; rebuilt after unpickling or deep-copying (a copied
-        view no longer shares its base's memory)."""
+        """Named views of the kernels' buffers (`edge_cloud_kernels.Sim`, 1-row parts as 1-d);
+        rebuilt after unpickling or deep-copying (a copied view no longer shares its base's memory)."""
         (self._clock, self._units, self._req, self._table, self._bw, self._level_bps, self._cdf, self._trace_t,
          self._trace_bps, self._draws, self._count, self._units_i, self._req_i, self._hosted_x,
          self._mask_x) = ker.views(self._f, self._x)
-        for name in ("_clock", "_bw", "_draws", "_count", "_mask_x"):  # one-row parts: 1-d
-            setattr(self, name, getattr(self, name)[0])
 
     # ------------------------------------------------------- random numbers
     # A step that moves the bandwidth chain draws one uniform per link from np_random. reset()
@@ -531,7 +529,6 @@ class EdgeCloudOffloadEnv(MaskedEnv):
         shares = np.array([s.share for s in sc.services])
         svc = rng.choice(len(sc.services), size=n, p=shares / shares.sum())
         payload = np.array([s.payload_bytes for s in sc.services])[svc]
-        self._svc = svc
         self._arrival = req.arrival_s.astype(float)
         self._prompt, self._output = req.prompt_tokens, req.output_tokens
         self._up_bytes = req.prompt_tokens * sc.bytes_per_token + payload

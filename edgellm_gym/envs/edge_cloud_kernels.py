@@ -4,9 +4,9 @@ The env keeps its whole simulation in two flat buffers, `f` (float64) and `x` (i
 into named parts (`F_*`, `X_*`): a numba call costs ~40 ns per array argument, so a step is
 one call `step(a, f, x, obs)` on three arrays. `x` starts with a header (offset, rows, cols per
 part) that `part` reads; a kernel names all parts at once (`sim`: a namedtuple of views) and the
-env holds numpy views of the same parts (`views`). Columns of a part are named by the constants
-below. Every float operation is the one (and in the order) of the Python float code these
-kernels replace (the env's earlier Python step), so results are bit-identical.
+env holds the same named views as numpy arrays (`views`). Columns of a part are named by the
+constants below. Every float operation is the one (and in the order) of the Python float code
+these kernels replace (the env's earlier Python step), so results are bit-identical.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ X_COUNT, X_UNITS, X_REQ, X_HOSTED, X_MASK = range(10, 15)
 N_PARTS = 15
 
 # F_CLOCK: time, energy totals and scenario constants
-(C_NOW, C_T0, C_E_TRAN, C_E_INFER, C_E_IDLE, C_STATE_NOW, C_TIME_SCALE, C_ENERGY_SCALE, C_W_IDLE,
- C_MISS_PENALTY, C_SLOT_S, C_PERIOD) = range(12)
-N_CLOCK = 12
-# X_COUNT: counters. K_PREPARED: the request the state describes; K_CODE: the mask as bits (-1
-# above 62 actions); K_DRAW_POS/END: the pre-drawn uniforms of F_DRAWS not yet used; K_PENDING:
-# the slot a bandwidth move waits for (its uniforms come from `finish`)
-K_I, K_SLOT, K_COMPLETED, K_DRAW_POS, K_DRAW_END, K_PENDING, K_CODE, K_PREPARED, K_TRACE = range(9)
-N_COUNT = 9
+(C_NOW, C_T0, C_E_TRAN, C_E_INFER, C_E_IDLE, C_TIME_SCALE, C_ENERGY_SCALE, C_W_IDLE, C_MISS_PENALTY, C_SLOT_S,
+ C_PERIOD) = range(11)
+N_CLOCK = 11
+# X_COUNT: counters. K_CODE: the mask as bits (-1 above 62 actions); K_DRAW_POS/END: the
+# pre-drawn uniforms of F_DRAWS not yet used; K_PENDING: the slot a bandwidth move waits for (its
+# uniforms come from `finish`)
+K_I, K_SLOT, K_COMPLETED, K_DRAW_POS, K_DRAW_END, K_PENDING, K_CODE, K_TRACE = range(8)
+N_COUNT = 8
 # F_UNITS rows: M edge servers then the G cloud GPUs; per-action columns use rows 0..M (row M,
 # the first GPU's, stands for the cloud action), per-edge columns rows 0..M-1
 (U_P_IDLE, U_FREE_AT,  # per unit
@@ -68,18 +68,10 @@ def allocate(f_shapes: list[tuple[int, int]], x_shapes: list[tuple[int, int]]) -
     return f, x
 
 
-def views(f: np.ndarray, x: np.ndarray) -> list[np.ndarray]:
-    """Every part as a numpy (rows, cols) view, indexed by its part number."""
-    out = []
-    for p in range(N_PARTS):
-        o, r, c = (int(v) for v in x[3 * p: 3 * p + 3])
-        out.append((f if p < X_COUNT else x)[o: o + r * c].reshape(r, c))
-    return out
-
-
 # the parts as named arrays, one view each (1-row parts as 1-d): what the kernels below work on
 Sim = namedtuple("Sim", ["clock", "units", "req", "table", "bw", "level_bps", "cdf", "trace_t", "trace_bps", "draws",
                          "count", "units_i", "req_i", "hosted", "mask"])
+ONE_ROW = (F_CLOCK, F_BW, F_TRACE_T, F_DRAWS, X_COUNT, X_MASK)  # the parts `sim` gives as 1-d
 
 
 @inline
@@ -96,6 +88,13 @@ def sim(f, x):
                part(f, x, F_BW)[0], part(f, x, F_LEVEL_BPS), part(f, x, F_CDF), part(f, x, F_TRACE_T)[0],
                part(f, x, F_TRACE_BPS), part(f, x, F_DRAWS)[0], part(x, x, X_COUNT)[0], part(x, x, X_UNITS),
                part(x, x, X_REQ), part(x, x, X_HOSTED), part(x, x, X_MASK)[0])
+
+
+def views(f: np.ndarray, x: np.ndarray) -> Sim:
+    """`sim` in Python: the same named views, numpy arrays sharing the buffers' memory."""
+    part_py = getattr(part, "py_func", part)  # (`part` itself under NUMBA_DISABLE_JIT=1)
+    parts = (part_py(f if p < X_COUNT else x, x, p) for p in range(N_PARTS))
+    return Sim(*(v[0] if p in ONE_ROW else v for p, v in enumerate(parts)))
 
 
 @njit
@@ -160,7 +159,6 @@ def _prepare(s, obs):
     now, kv, requirement = clock[C_NOW], req[i, R_KV], req[i, R_REQUIREMENT]
     up_bytes, down_bytes = req[i, R_UP], req[i, R_DOWN]
     time_scale, energy_scale = clock[C_TIME_SCALE], clock[C_ENERGY_SCALE]
-    s.count[K_PREPARED], clock[C_STATE_NOW] = i, now
     head = obs.shape[0] - N_ACTION_FEATURES * (m + 1)
     obs_col = R_COMPUTE + 2 * (m + 1)
     for c in range(head):
