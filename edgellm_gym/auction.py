@@ -25,14 +25,6 @@ def fcim_winner_reward(p1: float, l1: float, p2: float | None, l2: float | None,
     return max(p2 * l1 / l2, p1) - delta * l1 * (p1 / l1 - mean_price_per_layer)
 
 
-def _normalised(x: list[float]) -> list[float]:
-    lo, hi = min(x), max(x)
-    if hi == lo:
-        return [0.0] * len(x)
-    span = hi - lo
-    return [(v - lo) / span for v in x]
-
-
 def fcim_pool_round(p, l, a, b, c, feasible, pool, remaining: int, chosen: int | None = None,
                     alpha: float = 0.1, beta: float = 0.3, gamma: float = 0.6,
                     delta: float = 0.1) -> tuple[int, int, float] | None:
@@ -48,8 +40,8 @@ def fcim_pool_round(p, l, a, b, c, feasible, pool, remaining: int, chosen: int |
     pa = [a[i] for i in pool]
     pb = [b[i] for i in pool]
     cs = [c[i] for i in pool]
-    # min-max normalisation over the pool, (v - lo) / (hi - lo), 0 where all are equal (`_normalised`),
-    # computed only for the bids that are scored
+    # min-max normalisation over the pool, (v - lo) / (hi - lo), 0 where all are equal, computed only
+    # for the bids that are scored
     lo_a, hi_a, lo_b, hi_b, lo_c, hi_c = min(pa), max(pa), min(pb), max(pb), min(cs), max(cs)
     span_a, span_b, span_c = hi_a - lo_a, hi_b - lo_b, hi_c - lo_c
     flat_a, flat_b, flat_c = hi_a == lo_a, hi_b == lo_b, hi_c == lo_c
@@ -92,12 +84,9 @@ def fcim_bid_ratios(p, l, t, total_layers: int) -> tuple[list[float], list[float
 
 
 def fcim_chosen_reward(p, l, t, feasible, total_layers: int, pool, remaining: int, chosen: int,
-                       alpha: float = 0.1, beta: float = 0.3, gamma: float = 0.6, delta: float = 0.1,
-                       ratios: tuple | None = None) -> float:
+                       alpha: float = 0.1, beta: float = 0.3, gamma: float = 0.6, delta: float = 0.1) -> float:
     """The reward to `chosen` of `fcim_pool_round(..., chosen=chosen)`, bit for bit, from the bids'
-    prices `p`, layers `l` and times `t` (the ratios L / l, T / l, P / l with l at least 1;
-    `ratios`, if given, is `fcim_bid_ratios(p, l, t, total_layers)`, for a caller that pays
-    several rounds over the same bids).
+    prices `p`, layers `l` and times `t` (the ratios L / l, T / l, P / l with l at least 1).
 
     The round is skipped when the rule needs no runner-up: with gamma > alpha +
     beta, a winner whose bid does not exceed the remaining layers is paid its
@@ -111,5 +100,5 @@ def fcim_chosen_reward(p, l, t, feasible, total_layers: int, pool, remaining: in
             break
     else:  # no runner-up: the winner is paid its price
         return float(p[chosen])
-    a, b, c = ratios if ratios is not None else fcim_bid_ratios(p, l, t, total_layers)
+    a, b, c = fcim_bid_ratios(p, l, t, total_layers)
     return fcim_pool_round(p, l, a, b, c, feasible, pool, remaining, chosen, alpha, beta, gamma, delta)[2]

@@ -345,7 +345,6 @@ class LayerAllocationEnv(MaskedEnv):
         n = self.n_devices = len(self._devices)
         self.action_space = spaces.Discrete(n + 1)
         self.observation_space = spaces.Box(-1.0, 1.0, (n * N_DEVICE_FEATURES + N_GLOBAL_FEATURES,), np.float32)
-        self._reject_action = n
         self._mask = np.zeros(n + 1, dtype=bool)
         self._obs_buf = np.zeros(self.observation_space.shape, dtype=np.float32)
         self._capacity = np.array([capacity_bytes(d, sc.mem_usable_fraction) for d in self._devices], np.int64)
@@ -381,7 +380,6 @@ class LayerAllocationEnv(MaskedEnv):
         self._ti = ti = np.zeros((k, K.TI_HOLD + n), dtype=np.int64)
         per_layer_s, hop_s, client_s = _task_tables(tf, n)
         tf[:, K.TF_ARRIVAL] = arrival = req.arrival_s.astype(float)
-        self._prompt, self._output = req.prompt_tokens, req.output_tokens
         # per task x device: compute time of one layer (the cost model is linear in the layer count);
         # one cost-model call over the distinct device types (their fields as columns), then per device
         per_kind = costs.layers_time_s(m, self._kind_cols, 1, req.prompt_tokens, req.output_tokens, sc.bits)
@@ -440,7 +438,7 @@ class LayerAllocationEnv(MaskedEnv):
     # ------------------------------------------------------------------ step
     # One kernel call does the step's numeric work in place (layer_allocation_kernels.step), as follows.
     #
-    # A task begins (`_begin_task`) at its arrival: the memory of tasks completed by then is freed; each
+    # A task begins (`begin_task`) at its arrival: the memory of tasks completed by then is freed; each
     # device bids the layers it can host, min(free bytes // bytes per layer, L); a task whose bids sum to
     # fewer than L layers is rejected ("no capacity", -reject_penalty) and the next one begins. A task
     # that fits opens: bid time T_i = l_i x per-layer time, price P_i = rate x T_i, FCIM-feasible when
@@ -476,28 +474,16 @@ class LayerAllocationEnv(MaskedEnv):
         sums numpy does (pairwise sums and a BLAS dot: not the kernel's in-order sums)."""
         if code == K.ENDED:
             raise RuntimeError("the episode has ended; call reset()")
-        st, t = self.state, self.state.task
+        st = self.state
         c = np.array(st.chain)
-        compute = float(self._per_layer_s[t, c] @ np.array(st.taken, dtype=np.int64))
-        comm = float(self._hop_s[t, c[:-1], c[1:]].sum() + self._client_s[t, c[-1]])
+        compute = float(st.per_layer_s[c] @ np.array(st.taken, dtype=np.int64))
+        comm = float(st.hop_s[c[:-1], c[1:]].sum() + st.client_s[c[-1]])
         paid = float(np.sum(self._dev_f[K.DF_PAY, : len(c)]))
         reward = K.commit_with_sums(reward, compute, comm, paid, self._sf, self._si, self._dev_f, self._dev_i,
                                     self._tf, self._ti, self._obs_base, self._obs_buf, self._mask)
         return reward, st.now_s, st.task
 
     # ---------------------------------------------- per-task tables (views)
-    @property
-    def _per_layer_s(self) -> np.ndarray:
-        return _task_tables(self._tf, self.n_devices)[0]
-
-    @property
-    def _hop_s(self) -> np.ndarray:
-        return _task_tables(self._tf, self.n_devices)[1]
-
-    @property
-    def _client_s(self) -> np.ndarray:
-        return _task_tables(self._tf, self.n_devices)[2]
-
     _arrival = property(lambda self: self._tf[:, K.TF_ARRIVAL])
     _ideal_s = property(lambda self: self._tf[:, K.TF_IDEAL])
     _budget = property(lambda self: self._tf[:, K.TF_BUDGET])
@@ -507,7 +493,6 @@ class LayerAllocationEnv(MaskedEnv):
     _compute = property(lambda self: self._tf[:, K.TF_COMPUTE])
     _comm = property(lambda self: self._tf[:, K.TF_COMM])
     _payment = property(lambda self: self._tf[:, K.TF_PAYMENT])
-    _layer_bytes = property(lambda self: self._ti[:, K.TI_LAYER_BYTES])
     _outcome = property(lambda self: self._ti[:, K.TI_OUTCOME], doc="Per task: 0 pending, or an OUTCOMES code.")
     _n_used = property(lambda self: self._ti[:, K.TI_N_USED])
 

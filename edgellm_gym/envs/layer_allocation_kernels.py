@@ -182,7 +182,7 @@ def _open_task(task, sf, si, dev_f, dev_i, tf, obs_base, obs, mask):
 
 
 @njit
-def _begin_task(task, sf, si, dev_f, dev_i, tf, ti, obs_base, obs, mask):
+def begin_task(task, sf, si, dev_f, dev_i, tf, ti, obs_base, obs, mask):
     """Move to `task`'s arrival, release completed tasks' memory, bid; reject (no capacity) the tasks
     that do not fit and open the first that does. Returns the penalties; task -1 when none is left."""
     n_tasks, n, L = tf.shape[0], dev_i.shape[1], si[I_L]
@@ -333,7 +333,7 @@ def step(a, sf, si, dev_f, dev_i, tf, ti, obs_base, hop_obs, obs, mask):
             dev_i[DI_FREE, dev_i[DI_CHAIN, j]] += dev_i[DI_TAKEN, j] * lb
         ti[task, TI_OUTCOME] = REJECTED_BY_POLICY
         reward = -sf[F_REJECT_PENALTY]
-        reward += _begin_task(task + 1, sf, si, dev_f, dev_i, tf, ti, obs_base, obs, mask)
+        reward += begin_task(task + 1, sf, si, dev_f, dev_i, tf, ti, obs_base, obs, mask)
     else:
         reward = _place(a, sf, si, dev_f, dev_i, tf, hop_obs, obs, mask)
         if si[I_REMAINING] == 0:
@@ -341,7 +341,7 @@ def step(a, sf, si, dev_f, dev_i, tf, ti, obs_base, hop_obs, obs, mask):
                 return reward, sf[F_NOW], task, NEED_SUMS
             compute, comm, paid = _sums(si, dev_f, dev_i, tf)
             reward += _commit(compute, comm, paid, sf, si, dev_f, dev_i, tf, ti)
-            reward += _begin_task(task + 1, sf, si, dev_f, dev_i, tf, ti, obs_base, obs, mask)
+            reward += begin_task(task + 1, sf, si, dev_f, dev_i, tf, ti, obs_base, obs, mask)
     return reward, sf[F_NOW], si[I_TASK], OK
 
 
@@ -350,11 +350,5 @@ def commit_with_sums(reward, compute, comm, paid, sf, si, dev_f, dev_i, tf, ti, 
     """The end of `step` after NEED_SUMS: commit with the given sums, open the next task; the reward."""
     task = si[I_TASK]
     reward += _commit(compute, comm, paid, sf, si, dev_f, dev_i, tf, ti)
-    reward += _begin_task(task + 1, sf, si, dev_f, dev_i, tf, ti, obs_base, obs, mask)
+    reward += begin_task(task + 1, sf, si, dev_f, dev_i, tf, ti, obs_base, obs, mask)
     return reward
-
-
-@njit
-def begin_task(task, sf, si, dev_f, dev_i, tf, ti, obs_base, obs, mask):
-    """`_begin_task` (for `reset`: the first task)."""
-    return _begin_task(task, sf, si, dev_f, dev_i, tf, ti, obs_base, obs, mask)
