@@ -167,9 +167,9 @@ class _ModelColumns(NamedTuple):
     """The ModelSpec fields `costs.request_time_s` reads, for several models as (k, 1) integer
     columns. Its arithmetic on them is elementwise and exact in int64 as in Python ints (all
     products < 2^53), so with `_DeviceColumns` one call costs k (model, device) pairs, bit for bit
-    as k calls (pinned by tests/test_tiered_service_costs.py). Side by side (k, 7), the same
-    columns are the input of the compiled copy of that call (`kernels.request_times`, checked
-    against it by `_check_cost_kernel`)."""
+    as k calls. Side by side (k, 7), the same columns are the input of the compiled copy of that
+    call the resets use (`kernels.request_times`). tests/test_tiered_service_costs.py pins both,
+    bit for bit, for every catalog model x device."""
 
     n_layers: np.ndarray
     hidden: np.ndarray
@@ -182,29 +182,6 @@ class _ModelColumns(NamedTuple):
     @classmethod
     def of(cls, models: list[ModelSpec]) -> _ModelColumns:
         return cls(*(np.array([[getattr(mo, f)] for mo in models], dtype=np.int64) for f in cls._fields))
-
-
-# token counts on which `_check_cost_kernel` compares: the least, prompt or output alone, the Azure
-# medians and p99s, powers of two and odd counts up to long contexts, then 48 drawn at random
-_CHECK_RNG = np.random.default_rng(20261123)
-_CHECK_PROMPT = np.concatenate([[1, 1, 2, 1, 7, 128, 1000, 1020, 4142, 8191, 32768, 3, 513],
-                                _CHECK_RNG.integers(1, 16384, 48)]).astype(np.int64)
-_CHECK_OUTPUT = np.concatenate([[1, 2, 1, 3, 1, 129, 1, 601, 2048, 4095, 1, 17, 9999],
-                                _CHECK_RNG.integers(1, 4096, 48)]).astype(np.int64)
-
-
-def _check_cost_kernel(env: TieredServiceEnv) -> None:
-    """Raise unless `kernels.request_times` (the compiled cost model the resets use) gives
-    `costs.request_time_s` bit for bit on the env's deployed pairs, on a grid of token counts:
-    the kernel copies that function's operations, and must change when it does."""
-    k, bits = len(env._pair_nodes), int(env.scenario.bits)
-    want = costs.request_time_s(env._pair_model_cols, env._pair_device_cols, _CHECK_PROMPT, _CHECK_OUTPUT, bits)
-    got = np.zeros((_CHECK_PROMPT.size, k, 1))
-    kernels.request_times(env._pair_models, env._pair_device, _CHECK_PROMPT, _CHECK_OUTPUT, bits,
-                          np.arange(k), np.zeros(k, dtype=np.int64), got)
-    if not np.array_equal(got[:, :, 0].T, want):
-        raise RuntimeError("kernels.request_times no longer gives costs.request_time_s bit for bit: "
-                           "update it with the cost model (edgellm_gym/envs/tiered_service_kernels.py)")
 
 
 def _known(lookup, name, where):
@@ -425,10 +402,11 @@ class TieredServiceEnv(MaskedEnv):
         self._deployed = sc.deployment()
         self._tier = sc.node_tiers()
         self._accuracy = np.array([m.accuracy for m in self._models])
-        # the deployed (node, variant) pairs, their models and devices as columns (the cost model's input)
+        # the deployed (node, variant) pairs, their models and devices side by side (the input of
+        # kernels.request_times, the compiled costs.request_time_s)
         self._pair_nodes, self._pair_variants = (np.ascontiguousarray(x) for x in np.nonzero(self._deployed))
-        self._pair_model_cols = _ModelColumns.of([self._models[j] for j in self._pair_variants])
-        self._pair_device_cols = _DeviceColumns.of([self._devices[i] for i in self._pair_nodes])
+        self._pair_models = np.hstack(_ModelColumns.of([self._models[j] for j in self._pair_variants]))
+        self._pair_device = np.hstack(_DeviceColumns.of([self._devices[i] for i in self._pair_nodes]))
         self._paths = [[get_link(x) for x in p] for p in (sc.end_path, sc.edge_path, sc.cloud_path)]
         n, m, k = len(self._devices), len(self._models), sc.users_per_window
         self.n_nodes, self.n_variants, self.n_users = n, m, k * sc.n_windows
@@ -440,10 +418,6 @@ class TieredServiceEnv(MaskedEnv):
         self._mask = np.zeros(n * m + 1, dtype=bool)
         self._mask[-1] = True  # reject: always valid
         self._window_s = float(sc.window_s)
-        # the cost-model kernel's inputs: the pairs' model and device columns side by side
-        self._pair_models = np.hstack(self._pair_model_cols)
-        self._pair_device = np.hstack(self._pair_device_cols)
-        _check_cost_kernel(self)
         # Buffers the step kernels write in place. The node queues (`kernels` module docstring):
         self._jobs = np.zeros((kernels.N_JOB_ROWS, n, k))
         self._job_user = np.zeros((n, k), dtype=np.int64)
@@ -475,7 +449,7 @@ class TieredServiceEnv(MaskedEnv):
                              for path in self._paths], axis=1)  # (U, 3)
         net = np.ascontiguousarray(net_tier[:, self._tier])  # (U, N)
         compute = np.full((u, n, m), np.inf)
-        # costs.request_time_s of the deployed pairs (as one call with _ModelColumns, _DeviceColumns)
+        # costs.request_time_s of every user on the deployed pairs (compiled; +inf elsewhere)
         kernels.request_times(self._pair_models, self._pair_device, req.prompt_tokens, req.output_tokens,
                               int(sc.bits), self._pair_nodes, self._pair_variants, compute)
         self.state = st = TieredState(
@@ -541,10 +515,8 @@ class TieredServiceEnv(MaskedEnv):
 
     # --------------------------------------------------------- observations
     def _update_mask(self) -> None:
-        """The mask and observation of the current user into `_mask`, `_obs_now` (kernels.observe):
-        per node the compute queued before the user in EDF order and the least slack of the satisfied
-        users it would go before; per pair, deadline - response if assigned now. All three are
-        squashed together, x / (|x| + window_s). No pair earns +1: serving only uses capacity."""
+        """The mask and the observation of the current user into `_mask`, `_obs_now` (the name is
+        older than the observation's place here; `kernels.observe` says what it computes)."""
         st = self.state
         kernels.observe(st.user, self._window_s, st.compute_s, self._edf_deadline, self._user_obs, st.used_s,
                         self._jobs, self._n_jobs, self._obs_now, self._mask)
