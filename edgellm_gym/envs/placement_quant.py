@@ -13,7 +13,7 @@ from ..quantization import FP16_BITS, SUPPORTED_BITS, error_source, error_table
 from ..scenario import register_preset, require, resolve_scenario
 from .base import MaskedEnv, squash
 from .placement_quant_kernels import (advance, fits_uniformly, instance_arrays, lookahead_q, lookahead_tables,
-                                      start_episode, update_mask, write_lookahead)
+                                      start_episode, write_lookahead)
 
 __all__ = [
     "PlacementProblem",
@@ -196,9 +196,11 @@ def lp_error_bound(bound: tuple[float, float, np.ndarray, np.ndarray], free_tota
 
 
 class _ErrorTables:
-    """What the masks need that depends only on a problem's layer sizes and error table (so it is
-    shared by every instance of one catalog model): the least error of the layers from k on,
-    the sums of their errors per width, and the LP bounds of `error_lower_bounds` as lookup tables.
+    """What the masks and the lookahead need that depends only on a problem's layer sizes and error
+    table and the preferred width (so it is shared by every instance of one catalog model in a
+    scenario): the least error of the layers from k on, the sums of their errors per width, the
+    rows by the preferred width (`rest_pref`, `cum_up`, `neg_g`: see `__init__`), and the LP bounds
+    of `error_lower_bounds` as lookup tables.
 
     For each first layer k: `lp_base[k]` = (bytes of layers k.. at the smallest width, their error);
     `lp_cw[k]` the cumulative bytes of the hull segments (padded with inf to one length); `lp_tab[k]`
@@ -207,7 +209,7 @@ class _ErrorTables:
     kernel (`update_mask`) evaluates them with the same float operations as `lp_error_bound`.
     """
 
-    def __init__(self, mem_bytes: np.ndarray, error: np.ndarray) -> None:
+    def __init__(self, mem_bytes: np.ndarray, error: np.ndarray, preferred: int) -> None:
         L = error.shape[0]
         self.min_rest = np.concatenate([np.cumsum(error.min(axis=1)[::-1])[::-1], [0.0]])  # (L+1,)
         self.rest = np.stack([error[k:].sum(axis=0) for k in range(L + 1)])  # (L+1, B)
@@ -216,10 +218,15 @@ class _ErrorTables:
         self.error_rows = error.tolist()
         self.mem, self.error = np.array(mem_bytes, dtype=np.float64), np.array(error, dtype=np.float64, order="C")
         self.unplaced = np.full(L, -1)  # servers / widths of a new episode
+        # (2, L + 1): the later layers' least error, and their error at width `preferred`, from layer k on
+        self.rest_pref = np.stack([self.min_rest, self.rest[:, preferred]])
+        # the lookahead's (`_Lookahead`), by j: the errors of layers ..j-1 one width up, and -(that + the
+        # errors of layers j.. at `preferred`) (nondecreasing in j)
+        rest = np.concatenate([np.cumsum(self.error[::-1, preferred])[::-1], [0.0]])
+        self.cum_up = np.concatenate([[0.0], np.cumsum(self.error[:, max(preferred - 1, 0)])])
+        self.neg_g = -(self.cum_up + rest)
         bounds = _error_lower_bounds(mem_bytes, error)
         n_max = max(cw.size for _, _, cw, _ in bounds)
-        self._rest_rows: dict = {}
-        self._lookahead_rows: dict = {}
         self.lp_base = np.array([(base_mem, base_err) for base_mem, base_err, _, _ in bounds])
         self.lp_cw = np.full((L + 1, n_max), np.inf)
         self.lp_tab = np.zeros((L + 1, 4, n_max + 1))
@@ -231,25 +238,6 @@ class _ErrorTables:
             self.lp_cw[k, :n] = cw
             self.lp_tab[k, :, :n + 1] = np.stack([cw0, ce0, np.append(np.where(seg_w > 0, seg_w, 1.0), 1.0),
                                                    np.append(ce - ce0[:-1], 0.0)])
-
-
-    def lookahead_rows(self, preferred: int) -> tuple[np.ndarray, np.ndarray]:
-        """The lookahead's (cum_up, neg_g) for width `preferred` (see `_Lookahead`): the errors of
-        layers ..j-1 one width up, and -(that + the errors of layers j.. at `preferred`), by j."""
-        rows = self._lookahead_rows.get(preferred)
-        if rows is None:
-            up, error = max(preferred - 1, 0), self.error
-            rest = np.concatenate([np.cumsum(error[::-1, preferred])[::-1], [0.0]])  # layers j.. at preferred
-            cum_up = np.concatenate([[0.0], np.cumsum(error[:, up])])  # layers ..j-1 one width up
-            rows = self._lookahead_rows[preferred] = (cum_up, -(cum_up + rest))  # nondecreasing in j
-        return rows
-
-    def rest_rows(self, preferred: int) -> np.ndarray:
-        """(2, L + 1): the later layers' least error, and their error at width `preferred`, from layer k on."""
-        rows = self._rest_rows.get(preferred)
-        if rows is None:
-            rows = self._rest_rows[preferred] = np.stack([self.min_rest, self.rest[:, preferred]])
-        return rows
 
 
 class _Lookahead:
@@ -275,21 +263,15 @@ class _Lookahead:
     def __init__(self, p: PlacementProblem, preferred: int, tables: _ErrorTables, times: tuple) -> None:
         """`times`: p's compute_s, transfer_s, client_in_s, client_out_s as C-ordered float64 arrays."""
         S, B = p.n_servers, p.n_bits
-        self.pref, self.up, self.small = preferred, max(preferred - 1, 0), B - 1
-        self.mem, self.error = tables.mem, tables.error
-        # cumulative errors of the later layers at the preferred width and of the first ones one width up
-        self.cum_up, self.neg_g = tables.lookahead_rows(preferred)
-        self.limit = float(p.budget * (1 + 1e-12))
-        self.hop_from = np.empty((S + 1, S))  # row s: the hops from server s; row S: from the client
-        self.compute = np.empty((B, S))
-        self.client_out = np.empty(S)
-        self.reserve = np.empty(1 + min(LOOKAHEAD_RESERVE, S), dtype=np.int64)  # -1, the cheapest exits
-        self.order = np.empty((B, S), dtype=np.int64)  # servers by compute at each width
-        lookahead_tables(*times, self.hop_from, self.compute, self.client_out, self.reserve, self.order,
-                         np.empty(S, dtype=np.int64))
+        hop_from = np.empty((S + 1, S))  # row s: the hops from server s; row S: from the client
+        compute = np.empty((B, S))
+        client_out = np.empty(S)
+        reserve = np.empty(1 + min(LOOKAHEAD_RESERVE, S), dtype=np.int64)  # -1, the cheapest exits
+        order = np.empty((B, S), dtype=np.int64)  # servers by compute at each width
+        lookahead_tables(*times, hop_from, compute, client_out, reserve, order, np.empty(S, dtype=np.int64))
         # the kernels' arguments after (..., acts, q): the tables, then work arrays
-        self.args = (self.hop_from, self.compute, self.mem, self.client_out, self.error, self.cum_up, self.neg_g,
-                     self.reserve, self.limit, self.pref, self.up, self.small, self.order,
+        self.args = (hop_from, compute, tables.mem, client_out, tables.error, tables.cum_up, tables.neg_g, reserve,
+                     float(p.budget * (1 + 1e-12)), preferred, max(preferred - 1, 0), B - 1, order,
                      np.empty((7, S)), np.empty((6, p.n_layers)))
 
     def q_values(self, layer: int, prev: int, free: np.ndarray, spent: float, acts: np.ndarray) -> np.ndarray:
@@ -442,7 +424,7 @@ class _ModelTables:
         self.error = _frozen(error_table(name, m.n_layers, sc.bits))
         self.budget_ref = self.error[:, sc.bits.index(sc.budget_ref_bits)].sum()
         self.params_per_layer = float(costs.layer_params(m))
-        self.error_tables = _ErrorTables(self.mem_bytes, self.error)
+        self.error_tables = _ErrorTables(self.mem_bytes, self.error, sc.bits.index(sc.budget_ref_bits))
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -692,7 +674,7 @@ class PlacementQuantizationEnv(MaskedEnv):
             if p.n_servers != sc.n_servers or tuple(p.bits) != tuple(sc.bits):
                 raise ValueError(f"options['problem'] must have {sc.n_servers} servers and bits {sc.bits}")
             model, names = str(options.get("model", "given")), tuple(options.get("devices", ("?",) * p.n_servers))
-            tables = _ErrorTables(p.mem_bytes, p.error)
+            tables = _ErrorTables(p.mem_bytes, p.error, self._preferred)
             times = [np.array(x, dtype=np.float64, order="C") for x in (p.compute_s, p.transfer_s, p.client_in_s,
                                                                         p.client_out_s)]  # the kernel's types
         else:
@@ -707,12 +689,11 @@ class PlacementQuantizationEnv(MaskedEnv):
         # constants of the episode; the step's reward arithmetic reads Python floats (same IEEE arithmetic)
         self._tables = tables
         self._n_layers = p.n_layers
-        self._min_rest = tables.min_rest
         self._compute_rows, self._transfer_rows = p.compute_s.tolist(), p.transfer_s.tolist()
         self._client_in, self._client_out = p.client_in_s.tolist(), p.client_out_s.tolist()
         self._transfer_s = 0.0
         # what the mask and the observation need, kept current by the `advance` kernel (filled by
-        # `start_episode`, with the first observation): _srv rows per server: whole layers at the
+        # `start_episode`, with the first observation and mask): _srv rows per server: whole layers at the
         # smallest width, whole layers at the preferred width, bytes usable by later layers
         # (min(free, whole smallest-width layers x largest layer size)); _sb per (server, width): the
         # usable bytes, the whole smallest-width layers gained (<= 0, -inf where the layer does not
@@ -720,17 +701,15 @@ class PlacementQuantizationEnv(MaskedEnv):
         # each server, hop to another server (rows: from); _scal: w_min, w_max, epsilon, budget, the
         # mask's two budget limits, obs time scale, sum of _srv[0]; _rest: the later layers' least
         # error and their error at the preferred width, from layer k on
-        self._rest = tables.rest_rows(self._preferred)
+        self._rest = tables.rest_pref
         self._hop_obs = np.empty((p.n_servers + 1, p.n_servers), dtype=np.float32)
         self._error_obs = np.empty((p.n_layers, p.n_bits), dtype=np.float32)
         start_episode(st.free_bytes, tables.mem, tables.error, self._preferred, float(p.budget), tables.w_min,
                       tables.w_max, *times, sc.obs_time_scale_s,
                       self._rest, self._srv, self._sb, self._routes, self._scal, self._hop_obs, self._error_obs,
-                      self._obs_sf, self._obs_glob)
+                      self._obs_sf, self._obs_glob, tables.lp_base, tables.lp_cw, tables.lp_tab, self._mask_sb)
         if sc.solve_ilp:
             st.ilp = _solve_ilp_cached(p, sc.ilp_solver, sc.ilp_time_limit_s)
-        update_mask(0, 0.0, self._scal[7], tables.error, self._rest[0], self._srv[2], self._sb, tables.lp_base,
-                    tables.lp_cw, tables.lp_tab, self._scal[4], self._scal[5], self._mask_sb)
         self._times = times
         self._lookahead = _Lookahead(p, self._preferred, tables, times) if sc.lookahead else None
         self._bind_kernel_args()
@@ -843,7 +822,7 @@ class PlacementQuantizationEnv(MaskedEnv):
         glob[0] = st.layer / L
         glob[1] = (L - st.layer) / L
         glob[2] = st.spent / eps
-        glob[3] = (p.budget - st.spent - self._min_rest[st.layer]) / eps
+        glob[3] = (p.budget - st.spent - self._tables.min_rest[st.layer]) / eps
         glob[4] = L / 100.0
         k, w = st.layer, self._preferred
         rest = float(self._tables.rest[k, w])

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..jit import njit
+from ..jit import njit, pairwise_sum
 
-__all__ = ["advance", "lookahead_q", "route_features", "update_mask", "write_lookahead"]
+__all__ = ["advance", "fits_uniformly", "instance_arrays", "lookahead_q", "lookahead_tables", "route_features",
+           "start_episode", "update_mask", "write_lookahead"]
 
 _INF = np.inf
 
@@ -224,56 +225,6 @@ def write_lookahead(layer, prev, spent, free, mask, out, diff_scale, scale, acts
 
 
 @njit
-def _block_sum(a, lo, n):
-    """numpy's sum of a[lo:lo + n] for n <= 128: sequential below 8, else 8 accumulators."""
-    if n < 8:
-        r = 0.0
-        for i in range(lo, lo + n):
-            r += a[i]
-        return r
-    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
-    i = 8
-    while i < n - (n % 8):
-        r0 += a[lo + i]
-        r1 += a[lo + i + 1]
-        r2 += a[lo + i + 2]
-        r3 += a[lo + i + 3]
-        r4 += a[lo + i + 4]
-        r5 += a[lo + i + 5]
-        r6 += a[lo + i + 6]
-        r7 += a[lo + i + 7]
-        i += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        res += a[lo + i]
-        i += 1
-    return res
-
-
-@njit
-def _half_sum(a, lo, n):
-    """numpy's sum of a[lo:lo + n] for n <= 263: beyond 128, the two halves (split at a multiple of 8)."""
-    if n <= 128:
-        return _block_sum(a, lo, n)
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _block_sum(a, lo, n2) + _block_sum(a, lo + n2, n - n2)
-
-
-@njit
-def _np_sum(a):
-    """`np.sum(a)` of a 1-D array of at most 256 (servers, the scenario's limit), bit for bit: numpy's
-    pairwise order (written without recursion: numba's cache cannot load recursive functions)."""
-    n = a.shape[0]
-    if n <= 128:
-        return _block_sum(a, 0, n)
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _half_sum(a, 0, n2) + _half_sum(a, n2, n - n2)
-
-
-@njit
 def route_features(per, routes, obs_sf, col, scale):
     """obs_sf[t, col + c] for each server t: squash(the least routes[c, t, u] over the servers u with
     per[u] >= 1, scale), 1 where there is none (c = 0: the way back to the client, 1: the hop away)."""
@@ -290,7 +241,7 @@ def route_features(per, routes, obs_sf, col, scale):
 @njit
 def update_mask(l, spent, per_sum, error, min_rest, usable, sb, lp_base, lp_cw, lp_tab, budget_ok_below,
                 joint_ok_below, mask_sb):
-    """The action mask for layer l by (server, width), the env's `_update_mask` rules: fits and
+    """The action mask for layer l by (server, width), the env's rules (its docstring): fits and
     leaves whole smallest-width slots (sb[1] >= layers left - per_sum), keeps the budget with the
     later layers at their least error, and with the LP bound on their error within the bytes they
     can use (usable.sum() - sb[0] + sb[2]; lp_*: `_ErrorTables.lp_*`). Returns whether any is valid."""
@@ -299,7 +250,7 @@ def update_mask(l, spent, per_sum, error, min_rest, usable, sb, lp_base, lp_cw, 
     n_rest = L - l - 1
     need = n_rest - per_sum
     k = l + 1
-    total = _np_sum(usable)
+    total = pairwise_sum(usable)
     base_mem, base_err = lp_base[k, 0], lp_base[k, 1]
     cw = lp_cw[k]
     any_valid = False
@@ -329,48 +280,37 @@ def update_mask(l, spent, per_sum, error, min_rest, usable, sb, lp_base, lp_cw, 
 
 
 @njit
-def advance(s, b, l, prev, spent, free, servers, bit_idx, mem, error, pref, scal, srv, sb, rest, routes,
-            lp_base, lp_cw, lp_tab, obs_sf, obs_glob, hop_obs, error_obs, mask_sb):
-    """Layer l goes to server s at width b (the previous layer on `prev`; `spent`: the budget used
-    after it): places it, brings server s's mask terms (srv: whole smallest-width layers, whole
-    preferred-width layers, usable bytes; sb: usable bytes, slots gained and usable bytes after a
-    layer at each width; scal: w_min, w_max, epsilon, budget, the two budget limits, obs time scale,
-    sum of srv[0]) and the observation up to date as `_server_changed` did, then the mask for layer
-    l + 1 (all False at the end). Returns whether any action is valid."""
-    S, B = mask_sb.shape
-    L = error.shape[0]
-    servers[l] = s
-    bit_idx[l] = b
-    free[s] -= mem[b]
-    w_min, w_max, eps, budget = scal[0], scal[1], scal[2], scal[3]
-    f = free[s]
+def _server_terms(s, f, mem, pref, w_min, w_max, L, srv, sb, obs_sf):
+    """Server s's mask terms at f free bytes (srv[:, s], sb[:, s]: see `advance`) and its whole layers
+    that fit at each width / L in the observation (obs_sf[s, B + 2:2 B + 2], clipped); returns srv[0, s]."""
+    B = mem.shape[0]
     per = np.floor(f / w_min + 1e-9)
-    scal[7] += per - srv[0, s]
-    room_changed = (per >= 1.0) != (srv[0, s] >= 1.0)
-    srv[0, s] = per
-    srv[1, s] = np.floor(f / mem[pref] + 1e-9)
     u = per * w_max
     u = f if f <= u else u
+    srv[0, s] = per
+    srv[1, s] = np.floor(f / mem[pref] + 1e-9)
     srv[2, s] = u
-    for c in range(B):
-        w = mem[c]
-        sb[0, s, c] = u
+    for b in range(B):
+        w = mem[b]
+        sb[0, s, b] = u
         after = f - w
         after_c = after if after >= 0.0 else 0.0
         per_after = np.floor(after_c / w_min + 1e-9)
-        sb[1, s, c] = per_after - per if after >= -1e-6 else -_INF
+        sb[1, s, b] = per_after - per if after >= -1e-6 else -_INF
         u_after = per_after * w_max
-        sb[2, s, c] = after_c if after_c <= u_after else u_after
+        sb[2, s, b] = after_c if after_c <= u_after else u_after
         h = np.floor(f / w + 1e-9) / L
-        obs_sf[s, B + 2 + c] = 1.0 if h >= 1.0 else (h if h >= -1.0 else -1.0)
-    for t in range(S):
-        obs_sf[t, B] = hop_obs[s, t]
-    if prev >= 0:
-        obs_sf[prev, 2 * B + 2] = 0.0
-    obs_sf[s, 2 * B + 2] = 1.0
-    if room_changed:
-        route_features(srv[0], routes, obs_sf, 2 * B + 3, scal[6])
-    k = l + 1
+        obs_sf[s, B + 2 + b] = 1.0 if h >= 1.0 else (h if h >= -1.0 else -1.0)
+    return per
+
+
+@njit
+def _write_globals(k, spent, eps, budget, rest, srv, error_obs, obs_glob):
+    """The observation's globals but L / 100 (obs_glob[4]) with layer k next and `spent` of the budget
+    used: layers placed and left / L, budget used and slack / epsilon, budget left / the later layers'
+    error at the preferred width - 1, whole preferred-width layers that fit / layers left - 1 (all
+    clipped to [-1, 1]), and layer k's squashed errors (error_obs; the last layer's at the end)."""
+    L, B, S = error_obs.shape[0], error_obs.shape[1], srv.shape[1]
     used = spent / eps
     slack = ((budget - spent) - rest[0, k]) / eps
     obs_glob[0] = k / L
@@ -388,6 +328,36 @@ def advance(s, b, l, prev, spent, free, servers, bit_idx, mem, error, pref, scal
     row = k if k < L else L - 1
     for c in range(B):
         obs_glob[7 + c] = error_obs[row, c]
+
+
+@njit
+def advance(s, b, l, prev, spent, free, servers, bit_idx, mem, error, pref, scal, srv, sb, rest, routes,
+            lp_base, lp_cw, lp_tab, obs_sf, obs_glob, hop_obs, error_obs, mask_sb):
+    """Layer l goes to server s at width b (the previous layer on `prev`; `spent`: the budget used
+    after it): places it, brings server s's mask terms (srv: whole smallest-width layers, whole
+    preferred-width layers, usable bytes; sb: usable bytes, slots gained and usable bytes after a
+    layer at each width; scal: w_min, w_max, epsilon, budget, the two budget limits, obs time scale,
+    sum of srv[0]) and the observation up to date, then the mask for layer l + 1 (all False at the
+    end). Returns whether any action is valid."""
+    S, B = mask_sb.shape
+    L = error.shape[0]
+    servers[l] = s
+    bit_idx[l] = b
+    free[s] -= mem[b]
+    w_min, w_max, eps, budget = scal[0], scal[1], scal[2], scal[3]
+    was = srv[0, s]
+    per = _server_terms(s, free[s], mem, pref, w_min, w_max, L, srv, sb, obs_sf)
+    scal[7] += per - was
+    room_changed = (per >= 1.0) != (was >= 1.0)
+    for t in range(S):
+        obs_sf[t, B] = hop_obs[s, t]
+    if prev >= 0:
+        obs_sf[prev, 2 * B + 2] = 0.0
+    obs_sf[s, 2 * B + 2] = 1.0
+    if room_changed:
+        route_features(srv[0], routes, obs_sf, 2 * B + 3, scal[6])
+    k = l + 1
+    _write_globals(k, spent, eps, budget, rest, srv, error_obs, obs_glob)
     if k == L:
         mask_sb[:, :] = False
         return False
@@ -397,34 +367,19 @@ def advance(s, b, l, prev, spent, free, servers, bit_idx, mem, error, pref, scal
 
 @njit
 def start_episode(free, mem, error, pref, budget, w_min, w_max, compute, transfer, client_in, client_out, scale,
-                  rest, srv, sb, routes, scal, hop_obs, error_obs, obs_sf, obs_glob):
-    """A new episode's terms (all memory free): srv, sb, routes and scal as `advance` keeps them, and
-    the first observation (obs_sf, obs_glob; hop_obs: squashed hop times, row s from server s, row S
-    from the client; error_obs: squash(error x L / epsilon, 1)). rest: (the later layers' least
-    error, their error at the preferred width) from layer k on."""
+                  rest, srv, sb, routes, scal, hop_obs, error_obs, obs_sf, obs_glob, lp_base, lp_cw, lp_tab, mask_sb):
+    """A new episode's terms (all memory free): srv, sb, routes and scal as `advance` keeps them, the
+    first observation (obs_sf, obs_glob; hop_obs: squashed hop times, row s from server s, row S
+    from the client; error_obs: squash(error x L / epsilon, 1)) and layer 0's mask (`update_mask`).
+    rest: (the later layers' least error, their error at the preferred width) from layer k on."""
     S, B = compute.shape
     L = error.shape[0]
     eps = budget if budget >= 1e-12 else 1e-12
     for s in range(S):
-        f = free[s]
-        per = np.floor(f / w_min + 1e-9)
-        u = per * w_max
-        u = f if f <= u else u
-        srv[0, s] = per
-        srv[1, s] = np.floor(f / mem[pref] + 1e-9)
-        srv[2, s] = u
+        _server_terms(s, free[s], mem, pref, w_min, w_max, L, srv, sb, obs_sf)
         for b in range(B):
-            after = f - mem[b]
-            after_c = after if after >= 0.0 else 0.0
-            per_after = np.floor(after_c / w_min + 1e-9)
-            u_after = per_after * w_max
-            sb[0, s, b] = u
-            sb[1, s, b] = per_after - per if after >= -1e-6 else -_INF
-            sb[2, s, b] = after_c if after_c <= u_after else u_after
             x = compute[s, b]
             obs_sf[s, b] = x / (abs(x) + scale)
-            h = np.floor(f / mem[b] + 1e-9) / L
-            obs_sf[s, B + 2 + b] = 1.0 if h >= 1.0 else (h if h >= -1.0 else -1.0)
         for t in range(S):
             routes[0, s, t] = transfer[s, t] + client_out[t]
             routes[1, s, t] = transfer[s, t] + (_INF if s == t else 0.0)
@@ -443,21 +398,10 @@ def start_episode(free, mem, error, pref, budget, w_min, w_max, compute, transfe
             error_obs[l, b] = x / (abs(x) + 1.0)
     scal[0], scal[1], scal[2], scal[3] = w_min, w_max, eps, budget
     scal[4], scal[5] = budget * (1 + 1e-12) + 1e-15, budget * (1 + 1e-9) + 1e-12
-    scal[6], scal[7] = scale, _np_sum(srv[0])
-    slack = ((budget - 0.0) - rest[0, 0]) / eps
-    r = rest[1, 0]
-    ratio = (budget - 0.0) / r - 1.0 if r > 0 else 1.0
-    slots = 0.0
-    for s in range(S):
-        slots += srv[1, s]
-    memory = slots / L - 1.0
-    obs_glob[0], obs_glob[1], obs_glob[2] = 0.0, 1.0, 0.0 / eps
-    obs_glob[3] = 1.0 if slack >= 1.0 else (slack if slack >= -1.0 else -1.0)
+    scal[6], scal[7] = scale, pairwise_sum(srv[0])
     obs_glob[4] = L / 100.0 if L / 100.0 <= 1.0 else 1.0
-    obs_glob[5] = 1.0 if ratio >= 1.0 else (ratio if ratio >= -1.0 else -1.0)
-    obs_glob[6] = 1.0 if memory >= 1.0 else (memory if memory >= -1.0 else -1.0)
-    for b in range(B):
-        obs_glob[7 + b] = error_obs[0, b]
+    _write_globals(0, 0.0, eps, budget, rest, srv, error_obs, obs_glob)
+    update_mask(0, 0.0, scal[7], error, rest[0], srv[2], sb, lp_base, lp_cw, lp_tab, scal[4], scal[5], mask_sb)
 
 
 @njit

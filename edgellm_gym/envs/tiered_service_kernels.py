@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..jit import njit
+from ..jit import njit, pairwise_head_sum
 
 # rows of `jobs`
 JOB_DEADLINE, JOB_COMPUTE, JOB_FINISH, JOB_SLACK = 0, 1, 2, 3
@@ -38,61 +38,6 @@ def _np_min(a, b):
     if a != a or b != b:
         return a + b
     return a if a <= b else b
-
-
-@njit
-def _head(x, i, j):
-    """x[j], or 0 from index i on."""
-    return x[j] if j < i else 0.0
-
-
-@njit
-def _block_head_sum(x, i, lo, n):
-    """numpy's pairwise sum of a block of n <= 128 entries x[lo:lo + n] (8 accumulators), reading
-    the entries at index >= i as 0."""
-    if n < 8:
-        res = 0.0
-        for j in range(lo, lo + n):
-            res += _head(x, i, j)
-        return res
-    r0, r1, r2, r3, r4, r5, r6, r7 = (_head(x, i, lo), _head(x, i, lo + 1), _head(x, i, lo + 2), _head(x, i, lo + 3),
-                                      _head(x, i, lo + 4), _head(x, i, lo + 5), _head(x, i, lo + 6),
-                                      _head(x, i, lo + 7))
-    j = 8
-    while j < n - n % 8:
-        b = lo + j
-        r0 += _head(x, i, b)
-        r1 += _head(x, i, b + 1)
-        r2 += _head(x, i, b + 2)
-        r3 += _head(x, i, b + 3)
-        r4 += _head(x, i, b + 4)
-        r5 += _head(x, i, b + 5)
-        r6 += _head(x, i, b + 6)
-        r7 += _head(x, i, b + 7)
-        j += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while j < n:
-        res += _head(x, i, lo + j)
-        j += 1
-    return res
-
-
-@njit
-def pairwise_head_sum(x, i, n):
-    """numpy's pairwise sum (as `np.add.reduce` sums a contiguous float64 row) of x[:n], n <= 256,
-    reading the entries at index >= i as 0. numpy splits n > 128 entries in two, the first part
-    a multiple of 8, and sums the parts the same way (here unrolled: recursion and numba's cache
-    do not mix)."""
-    if n <= 128:
-        return _block_head_sum(x, i, 0, n)
-    if n > 256:
-        raise ValueError("pairwise_head_sum: more than 256 entries")
-    n2 = n // 2 - (n // 2) % 8  # <= 128
-    rest = n - n2  # <= 135
-    if rest <= 128:
-        return _block_head_sum(x, i, 0, n2) + _block_head_sum(x, i, n2, rest)
-    r2 = rest // 2 - (rest // 2) % 8
-    return _block_head_sum(x, i, 0, n2) + (_block_head_sum(x, i, n2, r2) + _block_head_sum(x, i, n2 + r2, rest - r2))
 
 
 @njit
