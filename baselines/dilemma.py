@@ -16,13 +16,6 @@ z linearises the server change between consecutive layers, in one of two forms:
   one unit of flow per layer boundary, so z is exactly the indicator once x is integral, and
   the LP relaxation of the path part is tight (a shortest path in a layered graph).
 - "pairwise": the textbook z[l,s,t] >= y[l,s] + y[l+1,t] - 1 for s != t (weaker relaxation).
-- "aggregated": the flow form with y[l, s] binary, n[s, b] = sum_l x[l, s, b] integer (layers of
-  server s at width b; compute and memory are written on n) and x continuous in [0, 1]. Exact:
-  once y and n are integral, the x rows are one transportation polytope per server (its layers x
-  widths, margins y and n), which is totally unimodular, so if a fractional x meets the budget,
-  the least-error integral x with the same margins does too. That x is recovered after the solve
-  by one min-error assignment per server (scipy's linear_sum_assignment). The solver then branches
-  on the route and the counts only, not on which layer of a server gets which width.
 
 The paper's formulation beyond this (its exact compute/communication limits) was not available to
 us; we keep the constraints DESIGN 4.4 states. Memory and budget rows are scaled to 1 and tightened
@@ -37,7 +30,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pulp
-from scipy.optimize import linear_sum_assignment
 
 from edgellm_gym.envs.placement_quant import PlacementProblem, plan_latency_s, plan_violations
 from edgellm_gym.quantization import quantization_ratio
@@ -47,7 +39,6 @@ from .base import BasePolicy, RandomMaskedPolicy, register_policy
 __all__ = ["DilemmaSolution", "solve_dilemma", "available_solvers", "Dilemma"]
 
 ENV_ID = "edgellm_gym/PlacementQuantization-v0"
-FORMULATIONS = ("flow", "pairwise", "aggregated")
 ROW_TIGHTENING = 1e-6
 DEFAULT_GAP_REL = 1e-6
 # the objective is given to the solver in microseconds: solvers' absolute tolerances (CBC's cutoff
@@ -119,8 +110,8 @@ def solve_dilemma(p: PlacementProblem, solver: str = "auto", time_limit_s: float
                   gap_rel: float = DEFAULT_GAP_REL, formulation: str = "flow",
                   threads: int | None = 1) -> DilemmaSolution:
     """Solve DILEMMA's ILP on `p` with PuLP (HiGHS when available, else CBC)."""
-    if formulation not in FORMULATIONS:
-        raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}")
+    if formulation not in ("flow", "pairwise"):
+        raise ValueError(f'formulation must be "flow" or "pairwise", got {formulation!r}')
     name, backend = _solver(solver, time_limit_s, gap_rel, threads, p.n_layers * p.n_servers * p.n_bits)
     t0 = time.perf_counter()
     L, S, B = p.n_layers, p.n_servers, p.n_bits
@@ -134,14 +125,10 @@ def solve_dilemma(p: PlacementProblem, solver: str = "auto", time_limit_s: float
         return _empty("infeasible", name, time.perf_counter() - t0)
 
     prob = pulp.LpProblem("dilemma", pulp.LpMinimize)
-    aggregated = formulation == "aggregated"
-    x_cat = pulp.LpContinuous if aggregated else pulp.LpBinary
-    x = {(l, s, b): pulp.LpVariable(f"x_{l}_{s}_{b}", 0, 1, cat=x_cat) for l, s, b in zip(*np.nonzero(allowed))}
+    x = {(l, s, b): pulp.LpVariable(f"x_{l}_{s}_{b}", cat=pulp.LpBinary) for l, s, b in zip(*np.nonzero(allowed))}
     by_ls: dict[tuple[int, int], list] = {}
-    by_sb: dict[tuple[int, int], list] = {}
     for (l, s, b), v in x.items():
         by_ls.setdefault((l, s), []).append((v, b))
-        by_sb.setdefault((s, b), []).append(v)
     # objective coefficients summed per variable (LpAffineExpression keeps the last of repeated terms)
     obj: dict = {v: OBJ_SCALE * float(p.compute_s[s, b]) for (l, s, b), v in x.items()}
     for (l, s), vs in by_ls.items():
@@ -181,14 +168,6 @@ def solve_dilemma(p: PlacementProblem, solver: str = "auto", time_limit_s: float
                     add([(v, 1.0)] + [(u, -1.0) for u, _ in by_ls[l, s]] + [(u, -1.0) for u, _ in by_ls[l + 1, t]],
                         pulp.LpConstraintGE, -1.0)
     prob.setObjective(pulp.LpAffineExpression(list(obj.items())))
-    y, n = {}, {}
-    if aggregated:  # integral route y and counts n; x stays continuous (see the module docstring)
-        y = {ls: pulp.LpVariable(f"y_{ls[0]}_{ls[1]}", cat=pulp.LpBinary) for ls in by_ls}
-        n = {sb: pulp.LpVariable(f"n_{sb[0]}_{sb[1]}", 0, L, cat=pulp.LpInteger) for sb in by_sb}
-        for ls, vs in by_ls.items():
-            add([(v, 1.0) for v, _ in vs] + [(y[ls], -1.0)], pulp.LpConstraintEQ, 0.0)
-        for sb, vs in by_sb.items():
-            add([(v, 1.0) for v in vs] + [(n[sb], -1.0)], pulp.LpConstraintEQ, 0.0)
     for l in range(L):
         add([(x[l, s, b], 1.0) for s in servers_at[l] for _, b in by_ls[l, s]], pulp.LpConstraintEQ, 1.0)
     for s in range(S):
@@ -204,49 +183,23 @@ def solve_dilemma(p: PlacementProblem, solver: str = "auto", time_limit_s: float
     try:
         prob.solve(backend)
     except pulp.PulpSolverError:
-        return _empty("not_solved", name, t_build, time.perf_counter() - t1, len(x) + len(y) + len(n) + z_count,
-                      len(y) + len(n) if aggregated else len(x), n_cons)
+        return _empty("not_solved", name, t_build, time.perf_counter() - t1, len(x) + z_count, len(x), n_cons)
     t_solve = time.perf_counter() - t1
-    sizes = (len(x) + len(y) + len(n) + z_count, len(y) + len(n) if aggregated else len(x), n_cons)
+    sizes = (len(x) + z_count, len(x), n_cons)
     if prob.status == pulp.LpStatusInfeasible or prob.sol_status == pulp.LpSolutionInfeasible:
         return _empty("infeasible", name, t_build, t_solve, *sizes)
     if prob.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
         return _empty("not_solved", name, t_build, t_solve, *sizes)
-    placement, bit_idx = (_aggregated_plan(p, y, n) if aggregated else _binary_plan(L, x))
+    placement, bit_idx = np.full(L, -1), np.full(L, -1)
+    for (l, s, b), v in x.items():
+        if v.varValue is not None and v.varValue > 0.5:
+            placement[l], bit_idx[l] = s, b
     if np.any(placement < 0) or plan_violations(p, placement, bit_idx):
         return _empty("not_solved", name, t_build, t_solve, *sizes)  # never hand back a wrong plan
     status = "optimal" if prob.sol_status == pulp.LpSolutionOptimal else "feasible"
     bits = np.asarray(p.bits)[bit_idx]
     return DilemmaSolution(status, placement, bit_idx, bits, plan_latency_s(p, placement, bit_idx),
                            quantization_ratio(bits), t_solve, t_build, *sizes, name)
-
-
-def _binary_plan(n_layers: int, x: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Server and width index per layer from binary x (-1 where no x is set)."""
-    placement, bit_idx = np.full(n_layers, -1), np.full(n_layers, -1)
-    for (l, s, b), v in x.items():
-        if v.varValue is not None and v.varValue > 0.5:
-            placement[l], bit_idx[l] = s, b
-    return placement, bit_idx
-
-
-def _aggregated_plan(p: PlacementProblem, y: dict, n: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Route from y; widths per server by the least-error assignment of its layers to its n[s, b] slots
-    (-1 entries if the solver's values are inconsistent: the caller then reports no plan)."""
-    placement, bit_idx = np.full(p.n_layers, -1), np.full(p.n_layers, -1)
-    for (l, s), v in y.items():
-        if v.varValue is not None and v.varValue > 0.5:
-            placement[l] = s
-    for s in range(p.n_servers):
-        layers = np.flatnonzero(placement == s)
-        slots = np.array([b for (ss, b), v in sorted(n.items()) if ss == s
-                          for _ in range(int(round(v.varValue or 0.0)))], dtype=int)
-        if len(slots) != len(layers):
-            return placement, np.full(p.n_layers, -1)
-        if len(layers):
-            rows, cols = linear_sum_assignment(p.error[np.ix_(layers, slots)])
-            bit_idx[layers[rows]] = slots[cols]
-    return placement, bit_idx
 
 
 @register_policy(ENV_ID, "dilemma", kind="reference")

@@ -1,6 +1,6 @@
 """Scaling of DILEMMA's ILP: layers x servers -> seconds, variables, status; HiGHS and CBC side by side.
 
-`python -m training.bench_dilemma [--seeds 3] [--time-limit 60] [--formulation flow|pairwise|aggregated]`
+`python -m training.bench_dilemma [--seeds 3] [--time-limit 60] [--formulation flow]`
 
 Instances come from PlacementQuantization-v0's generator (its default scenario: 8 device types,
 speeds, memory, links and budget drawn per seed) with the model and server count of each row, 4
@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from baselines.dilemma import FORMULATIONS, available_solvers, solve_dilemma
+from baselines.dilemma import available_solvers, solve_dilemma
 from edgellm_gym.envs.placement_quant import PlacementQuantScenario, sample_problem
 
 # (model with that many layers, servers)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--time-limit", type=float, default=60.0)
-    p.add_argument("--formulation", choices=FORMULATIONS, default="flow")
+    p.add_argument("--formulation", choices=("flow", "pairwise"), default="flow")
     args = p.parse_args(argv)
     print(f"formulation {args.formulation}, time limit {args.time_limit:g} s, {args.seeds} seeds, "
           f"solvers {available_solvers()}")
