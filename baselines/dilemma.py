@@ -17,6 +17,12 @@ z linearises the server change between consecutive layers, in one of two forms:
   the LP relaxation of the path part is tight (a shortest path in a layered graph).
 - "pairwise": the textbook z[l,s,t] >= y[l,s] + y[l+1,t] - 1 for s != t (weaker relaxation).
 
+Two ways to its optimum, the same problem and the same optimum (tests compare them):
+- solver="search" (what "auto" takes): `baselines.dilemma_search`, an exact best-first search over
+  server sets and walks built on the problem's structure; OPT-350M x 8 servers in about 0.1 s,
+  where the branch-and-bound solvers take seconds (docs/envs/placement_quantization.md).
+- solver="highs" / "cbc": the ILP above, written with PuLP and solved by HiGHS or CBC.
+
 The paper's formulation beyond this (its exact compute/communication limits) was not available to
 us; we keep the constraints DESIGN 4.4 states. Memory and budget rows are scaled to 1 and tightened
 by `ROW_TIGHTENING` so that a solution within the solver's feasibility tolerance is feasible
@@ -35,6 +41,7 @@ from edgellm_gym.envs.placement_quant import PlacementProblem, plan_latency_s, p
 from edgellm_gym.quantization import quantization_ratio
 
 from .base import BasePolicy, RandomMaskedPolicy, register_policy
+from .dilemma_search import search_dilemma
 
 __all__ = ["DilemmaSolution", "solve_dilemma", "available_solvers", "Dilemma"]
 
@@ -48,11 +55,13 @@ OBJ_SCALE = 1e6
 
 @dataclass(frozen=True)
 class DilemmaSolution:
-    """The ILP's answer. `placement`/`bit_idx` are None unless a feasible plan was found.
+    """The answer. `placement`/`bit_idx` are None unless a feasible plan was found.
 
     status: "optimal" (proven within gap_rel), "feasible" (time limit hit with a plan),
     "infeasible" (proven: no plan exists), "not_solved" (time limit without a plan, or a
     solver failure). objective_s is the exact per-token time of the plan (nan without one).
+    n_variables / n_binaries / n_constraints: the ILP's sizes (0 for the search); nodes: the
+    search's heap nodes opened (0 for the ILP).
     """
 
     status: str
@@ -67,6 +76,7 @@ class DilemmaSolution:
     n_binaries: int
     n_constraints: int
     solver: str
+    nodes: int = 0
 
     def actions(self, n_bits: int) -> np.ndarray:
         """The plan as env actions, layer by layer: server * B + bit_index."""
@@ -74,8 +84,9 @@ class DilemmaSolution:
 
 
 def available_solvers() -> list[str]:
-    """Which of "highs" (PuLP's highspy interface) and "cbc" (PuLP's bundled CBC) work here."""
-    out = []
+    """"search" (always) and which of "highs" (PuLP's highspy interface) and "cbc" (PuLP's bundled
+    CBC) work here."""
+    out = ["search"]
     if pulp.HiGHS(msg=False).available():
         out.append("highs")
     if pulp.PULP_CBC_CMD(msg=False).available():
@@ -83,35 +94,43 @@ def available_solvers() -> list[str]:
     return out
 
 
-# "auto" picks CBC up to this many (layer, server, width) triples and HiGHS above: measured with
-# `python -m training.bench_dilemma` (median s, 3 seeds): 12x4x4 CBC 0.68 / HiGHS 1.44; 24x8x4 CBC
-# 2.40 / HiGHS 6.60; 32x16x4 CBC 60 (time limit) / HiGHS 20.7.
+# solver="ilp" picks CBC up to this many (layer, server, width) triples and HiGHS above: measured
+# with `python -m training.bench_dilemma` (median s, 3 seeds): 12x4x4 CBC 0.68 / HiGHS 1.44; 24x8x4
+# CBC 2.40 / HiGHS 6.60; 32x16x4 CBC 60 (time limit) / HiGHS 20.7.
 AUTO_CBC_MAX_TRIPLES = 1024
+SOLVERS = ("auto", "search", "ilp", "highs", "cbc")
 
 
 def _solver(name: str, time_limit_s: float | None, gap_rel: float, threads: int | None, triples: int = 0):
-    if name == "auto":
-        found = available_solvers()
+    if name == "ilp":
+        found = [s for s in available_solvers() if s != "search"]
         prefer = "cbc" if triples <= AUTO_CBC_MAX_TRIPLES else "highs"
         name = prefer if prefer in found else found[0]
     if name == "highs":
         return "highs", pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=gap_rel, threads=threads)
     if name == "cbc":
         return "cbc", pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, gapRel=gap_rel, threads=threads)
-    raise ValueError(f'solver must be "auto", "highs" or "cbc", got {name!r}')
+    raise ValueError(f"solver must be one of {SOLVERS}, got {name!r}")
 
 
 def _empty(status: str, solver: str, t_build: float = 0.0, t_solve: float = 0.0, nv: int = 0, nb: int = 0,
-           nc: int = 0) -> DilemmaSolution:
-    return DilemmaSolution(status, None, None, None, float("nan"), float("nan"), t_solve, t_build, nv, nb, nc, solver)
+           nc: int = 0, nodes: int = 0) -> DilemmaSolution:
+    return DilemmaSolution(status, None, None, None, float("nan"), float("nan"), t_solve, t_build, nv, nb, nc, solver,
+                           nodes)
 
 
 def solve_dilemma(p: PlacementProblem, solver: str = "auto", time_limit_s: float | None = 60.0,
                   gap_rel: float = DEFAULT_GAP_REL, formulation: str = "flow",
                   threads: int | None = 1) -> DilemmaSolution:
-    """Solve DILEMMA's ILP on `p` with PuLP (HiGHS when available, else CBC)."""
+    """DILEMMA's optimum on `p`: by the exact search ("auto", "search") or the ILP with PuLP
+    ("highs", "cbc", or "ilp": CBC on small instances, HiGHS on large). `formulation` and `threads`
+    apply to the ILP."""
     if formulation not in ("flow", "pairwise"):
         raise ValueError(f'formulation must be "flow" or "pairwise", got {formulation!r}')
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if solver in ("auto", "search"):
+        return _solve_search(p, time_limit_s, gap_rel)
     name, backend = _solver(solver, time_limit_s, gap_rel, threads, p.n_layers * p.n_servers * p.n_bits)
     t0 = time.perf_counter()
     L, S, B = p.n_layers, p.n_servers, p.n_bits
@@ -200,6 +219,20 @@ def solve_dilemma(p: PlacementProblem, solver: str = "auto", time_limit_s: float
     bits = np.asarray(p.bits)[bit_idx]
     return DilemmaSolution(status, placement, bit_idx, bits, plan_latency_s(p, placement, bit_idx),
                            quantization_ratio(bits), t_solve, t_build, *sizes, name)
+
+
+def _solve_search(p: PlacementProblem, time_limit_s: float | None, gap_rel: float) -> DilemmaSolution:
+    t0 = time.perf_counter()
+    r = search_dilemma(p, time_limit_s=time_limit_s, gap_rel=gap_rel)
+    t = time.perf_counter() - t0
+    nodes = sum(r.nodes.values())
+    if r.placement is None:
+        return _empty(r.status, "search", 0.0, t, nodes=nodes)
+    if plan_violations(p, r.placement, r.bit_idx):
+        return _empty("not_solved", "search", 0.0, t, nodes=nodes)  # never hand back a wrong plan
+    bits = np.asarray(p.bits)[r.bit_idx]
+    return DilemmaSolution(r.status, r.placement, r.bit_idx, bits, plan_latency_s(p, r.placement, r.bit_idx),
+                           quantization_ratio(bits), t, 0.0, 0, 0, 0, "search", nodes)
 
 
 @register_policy(ENV_ID, "dilemma", kind="reference")

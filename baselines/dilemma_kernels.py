@@ -43,8 +43,11 @@ def _grow2(a, n):
 
 
 @njit
-def walk_tables(sigma, lam, compute, mem, cap, error):
+def walk_tables(sigma, lam, mu_run, cap_run, compute, mem, error):
     """(start, off, cnt, need, val) for the walk `sigma` at multiplier `lam` (module docstring).
+
+    Run k's layers also pay mu_run[k] per byte (a multiplier on the memory of a server the walk
+    comes back to: a run alone does not see the other runs' bytes) and may use cap_run[k] bytes.
 
     start: (L + 1, K + 1), inf where no plan; start[L, K] = 0. The Pareto list of (l, k) is
     need[off[l, k]:off[l, k] + cnt[l, k]] (increasing) and val[...] (decreasing): the least value
@@ -58,61 +61,62 @@ def walk_tables(sigma, lam, compute, mem, cap, error):
     need = np.empty(1024)
     val = np.empty(1024)
     n = 0
-    cn = np.empty(64)
-    cv = np.empty(64)
+    w = np.empty(B)
+    ptr = np.empty(B, np.int64)
     for l in range(L - 1, -1, -1):
         for k in range(K - 1, -1, -1):
             off[l, k] = n
             if k > l or K - 1 - k > L - 1 - l:
                 continue
             s = sigma[k]
-            nc = 0
+            cap_k = cap_run[k]
             m0, c0 = off[l + 1, k], cnt[l + 1, k]
+            nxt = start[l + 1, k + 1]  # run k ends at layer l
+            if n + B * (c0 + 1) > need.shape[0]:
+                need = _grow(need, n + B * (c0 + 1))
+                val = _grow(val, n + B * (c0 + 1))
+            # list b: layer l at width b, then (run k ends: nxt) or (layer l + 1 in run k: entry i);
+            # each is increasing in bytes. Merge the B lists by bytes, keeping the Pareto entries.
             for b in range(B):
-                if mem[b] > cap[s]:
-                    continue
-                w = compute[s, b] + lam * error[l, b]
-                if nc + c0 + 1 > cn.shape[0]:
-                    cn = _grow(cn, nc + c0 + 1)
-                    cv = _grow(cv, nc + c0 + 1)
-                for i in range(m0, m0 + c0):  # layer l + 1 in the same run
-                    nd = need[i] + mem[b]
-                    if nd <= cap[s]:
-                        cn[nc] = nd
-                        cv[nc] = w + val[i]
-                        nc += 1
-                nxt = start[l + 1, k + 1]  # run k ends at layer l
-                if nxt < _INF:
-                    cn[nc] = mem[b]
-                    cv[nc] = w + nxt
-                    nc += 1
-            if nc == 0:
-                continue
-            order = np.argsort(cn[:nc], kind="mergesort")
-            if n + nc > need.shape[0]:
-                need = _grow(need, n + nc)
-                val = _grow(val, n + nc)
+                w[b] = compute[s, b] + lam * error[l, b] + mu_run[k] * mem[b]
+                ptr[b] = -1 if nxt < _INF else 0
+                if mem[b] > cap_k:
+                    ptr[b] = c0  # exhausted
             best = _INF
-            for j in range(nc):
-                i = order[j]
-                if cv[i] < best:
-                    if n > off[l, k] and need[n - 1] == cn[i]:
+            while True:
+                bb, nb, vb = -1, _INF, _INF
+                for b in range(B):
+                    i = ptr[b]
+                    if i >= c0:
+                        continue
+                    nd = mem[b] if i < 0 else need[m0 + i] + mem[b]
+                    if nd > cap_k:
+                        ptr[b] = c0
+                        continue
+                    v = w[b] + (nxt if i < 0 else val[m0 + i])
+                    if nd < nb or (nd == nb and v < vb):
+                        bb, nb, vb = b, nd, v
+                if bb < 0:
+                    break
+                ptr[bb] += 1
+                if vb < best:
+                    if n > off[l, k] and need[n - 1] == nb:
                         n -= 1  # same bytes, a lower value: replace
-                    need[n] = cn[i]
-                    val[n] = cv[i]
+                    need[n] = nb
+                    val[n] = vb
                     n += 1
-                    best = cv[i]
+                    best = vb
             cnt[l, k] = n - off[l, k]
             start[l, k] = best
     return start, off, cnt, need[:n], val[:n]
 
 
 @njit
-def _rest(l, k, room, start, off, cnt, need, val):
-    """The tables' bound on layers l..L-1 when layer l - 1 is in run k and its server has `room`
+def _rest(j, l, k, room, start, off, cnt, need, val):
+    """Table j's bound on layers l..L-1 when layer l - 1 is in run k and its server has `room`
     bytes free: layer l continues run k (the last entry with need <= room) or starts run k + 1."""
-    lo, hi = off[l, k], off[l, k] + cnt[l, k]
-    best = start[l, k + 1]
+    lo, hi = off[j, l, k], off[j, l, k] + cnt[j, l, k]
+    best = start[j, l, k + 1]
     a, z = lo, hi
     while a < z:
         mid = (a + z) >> 1
@@ -126,17 +130,22 @@ def _rest(l, k, room, start, off, cnt, need, val):
 
 
 @njit
-def walk_exact(sigma, dist, rel, lam, start, off, cnt, need, val, compute, mem, cap, error, budget, target,
-               max_labels, beam):
+def walk_exact(sigma, dist, rel, lams, mu_dist, start, off, cnt, need, val, compute, mem, cap, error, budget,
+               target, max_labels, beam):
     """The least compute of a plan along `sigma` below `target` (seconds, hops excluded).
 
     dist[k]: index of sigma[k] among the walk's distinct servers; rel[k, d]: distinct server d is
-    sigma[k] or comes later (its bytes matter for dominance). (start, ..., val): `walk_tables` at
-    `lam`. Returns (cost, widths, runs, n_labels): cost inf and empty arrays when no plan is below
+    sigma[k] or comes later (its bytes matter for dominance). (start, off, cnt): `walk_tables`'
+    arrays at each multiplier lams[j] stacked on axis 0, their lists concatenated in (need, val)
+    (off counts from the start of the concatenation), all at memory multipliers mu_dist (per
+    distinct server, as mu_run); a label's bound is the best of the tables'. Returns (cost, widths, runs, n_labels): cost inf and empty arrays when no plan is below
     the target; n_labels -1 when more than `max_labels` labels were needed (no answer).
     beam > 0: a heuristic instead, keeping per layer only the `beam` labels of least bound (a plan,
     not necessarily the best)."""
     L, B, K, D = error.shape[0], mem.shape[0], sigma.shape[0], rel.shape[1]
+    sigma_of = np.empty(D, np.int64)  # distinct server -> server
+    for k in range(K):
+        sigma_of[dist[k]] = sigma[k]
     min_err = np.empty(L + 1)  # the least error of layers l..L-1
     min_err[L] = 0.0
     for l in range(L - 1, -1, -1):
@@ -160,6 +169,7 @@ def walk_exact(sigma, dist, rel, lam, start, off, cnt, need, val, compute, mem, 
     tr = np.empty(tcap, np.int64)
     tw = np.empty(tcap, np.int64)
     tb = np.empty(tcap)
+    bits = np.empty(1)  # a float's bits, for hashing
     lo, hi = 0, 0  # the labels of layer l - 1
     total = 0
     for l in range(L):
@@ -186,7 +196,17 @@ def walk_exact(sigma, dist, rel, lam, start, off, cnt, need, val, compute, mem, 
                         if kk != K - 1 or nc >= target:
                             continue
                     else:
-                        bound = nc + _rest(l + 1, kk, cap[s] - nu, start, off, cnt, need, val) - lam * (budget - ne)
+                        base = nc
+                        for j in range(D):  # the tables charged mu per byte the rest uses; it has at most the free bytes
+                            if mu_dist[j] > 0.0:
+                                free = cap[sigma_of[j]] - (nu if j == d else (0.0 if src < 0 else used[src, j]))
+                                base -= mu_dist[j] * free
+                        bound = -_INF
+                        for j in range(lams.shape[0]):
+                            bj = base + _rest(j, l + 1, kk, cap[s] - nu, start, off, cnt, need, val) - lams[j] * (budget - ne)
+                            bound = max(bound, bj)
+                            if bound >= target:
+                                break
                         if bound >= target:
                             continue
                     if nt >= tcap:
@@ -199,29 +219,33 @@ def walk_exact(sigma, dist, rel, lam, start, off, cnt, need, val, compute, mem, 
                         tu[nt, j] = 0.0 if src < 0 else used[src, j]
                     tu[nt, d] = nu
                     nt += 1
-        # keep the candidates no other candidate of the same run dominates (cost, error, bytes);
-        # by cost (exact) or by bound (beam, up to `beam` labels)
+        # keep the candidates no other candidate dominates: same run, the same bytes on the servers
+        # that still matter, cost and error no higher (labels with other bytes are not compared: a
+        # weaker test, still exact). In order of cost (exact) or of bound (beam, up to `beam`).
         order = np.argsort(tb[:nt] if beam > 0 else tc[:nt], kind="mergesort")
         new_lo = n
+        buckets = dict()
+        buckets[np.int64(-1)] = np.int64(-1)
         for j in range(nt):
             if beam > 0 and n - new_lo >= beam:
                 break
             i = order[j]
             kk = tr[i]
-            dominated = False
-            for q in range(new_lo, n):
-                if run[q] != kk or err[q] > te[i] or cost[q] > tc[i]:
-                    continue
-                worse = False
+            h = np.int64(kk)
+            for dd in range(D):
+                if rel[kk, dd]:
+                    bits[0] = tu[i, dd]
+                    h = h * np.int64(1000003) ^ bits.view(np.int64)[0]
+            q = np.int64(-1)
+            if h in buckets:
+                q = buckets[h]
+            if q >= 0:
+                same = run[q] == kk
                 for dd in range(D):
-                    if rel[kk, dd] and used[q, dd] > tu[i, dd]:
-                        worse = True
-                        break
-                if not worse:
-                    dominated = True
-                    break
-            if dominated:
-                continue
+                    if rel[kk, dd] and used[q, dd] != tu[i, dd]:
+                        same = False
+                if same and err[q] <= te[i] and cost[q] <= tc[i]:
+                    continue
             if n >= cap_n:
                 cap_n *= 2
                 cost, err, parent, run, width = _grow(cost, cap_n), _grow(err, cap_n), _grow(parent, cap_n), \
@@ -229,6 +253,8 @@ def walk_exact(sigma, dist, rel, lam, start, off, cnt, need, val, compute, mem, 
                 used = _grow2(used, cap_n)
             cost[n], err[n], parent[n], run[n], width[n] = tc[i], te[i], tp[i], kk, tw[i]
             used[n] = tu[i]
+            if q < 0 or te[i] < err[q]:
+                buckets[h] = np.int64(n)  # the bucket's label of least error
             n += 1
         total += n - new_lo
         if total > max_labels:

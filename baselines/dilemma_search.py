@@ -44,8 +44,10 @@ __all__ = ["SearchResult", "search_dilemma", "compute_bound"]
 
 _INF = float("inf")
 _US = 1e6  # the LP's costs in microseconds: solver tolerances are absolute
-_LAM_GOLDEN_STEPS = 28
+_GOLDEN_STEPS = 16
 _BEAM = 64  # labels per layer of the quick first pass over a walk
+_LAM_FACTORS = (1.0, 0.5, 2.0, 0.25, 4.0)  # an exact pass bounds labels with the tables at lam x these
+_TARGET_STEP = 2e-4  # a walk's first exact target: its bound x (1 + this), then x4 each pass
 
 
 @dataclass
@@ -63,6 +65,18 @@ class SearchResult:
     labels: int = 0
 
 
+@dataclass(frozen=True)
+class _Mult:
+    """Multipliers of the compute LP: alpha per width (layers counted = layers given the width, in
+    microseconds), rho per required server (>= 1 layer), lam on the budget row (scaled to 1), mu per
+    server: its memory's price in seconds per byte (for `walk_tables`)."""
+
+    alpha: np.ndarray
+    rho: dict
+    lam: float
+    mu: dict
+
+
 class _Bounds:
     """The position-free LP bound on compute for (allowed servers, servers that must hold a layer)."""
 
@@ -78,14 +92,14 @@ class _Bounds:
         rows = np.repeat(np.arange(L), B)
         self.one = scipy.sparse.csr_matrix((np.ones(L * B), (rows, np.arange(L * B))), shape=(L, L * B))
 
-    def __call__(self, allowed, required) -> tuple[float, tuple]:
+    def __call__(self, allowed, required) -> tuple[float, _Mult | None]:
         """(bound in seconds, the LP's multipliers) for plans whose servers are within `allowed`
         and include `required`; inf if the LP is infeasible."""
         p, L, B = self.p, self.p.n_layers, self.p.n_bits
         A = [s for s in allowed if self.fits[s].any()]
         req = set(required)
         if any(s not in A for s in req) or not A:
-            return _INF, ()
+            return _INF, None
         cols = [(s, b) for s in A for b in range(B) if self.fits[s, b]]
         nN = len(cols)
         cost = np.concatenate([[_US * p.compute_s[s, b] for s, b in cols], np.zeros(self.n_x)])
@@ -119,37 +133,36 @@ class _Bounds:
         res = scipy.optimize.linprog(cost, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_eq, bounds=(0, None),
                                      method="highs")
         if res.status == 2:
-            return _INF, ()
+            return _INF, None
         if res.status != 0:
-            return 0.0, ()  # no usable duals: compute >= 0 is still a bound
-        alpha = res.eqlin.marginals[:B]
+            return 0.0, None  # no usable duals: compute >= 0 is still a bound
         ineq = res.ineqlin.marginals
-        rho = np.zeros(len(A))
-        rho[req_idx] = np.maximum(0.0, -ineq[len(A):len(A) + len(req_idx)])
-        lam = max(0.0, -ineq[-1])
-        mult = (tuple(A), alpha.copy(), {A[i]: rho[i] for i in req_idx}, lam)
+        mult = _Mult(alpha=res.eqlin.marginals[:B].copy(),
+                     rho={A[i]: max(0.0, -ineq[len(A) + j]) for j, i in enumerate(req_idx)},
+                     lam=max(0.0, -ineq[-1]),
+                     mu={s: max(0.0, -ineq[i]) / _US / p.capacity_bytes[s] for i, s in enumerate(A)})
         return self.value(mult, A, required), mult
 
-    def value(self, mult, allowed, required) -> float:
+    def value(self, mult: _Mult | None, allowed, required) -> float:
         """The LP's Lagrangian function (seconds) at multipliers `mult` (from an earlier call) for
-        (allowed, required): a valid lower bound. Servers of `required` without a multiplier get 0."""
-        if not mult:
+        (allowed, required): a valid lower bound (compute >= 0 without multipliers)."""
+        if mult is None:
             return 0.0
         p, B = self.p, self.p.n_bits
-        _, alpha, rho_of, lam = mult
         total = 0.0
         for s in allowed:
             if not self.fits[s].any():
                 if s in required:
                     return _INF
                 continue
-            rho = rho_of.get(s, 0.0) if s in required else 0.0
+            rho = mult.rho.get(s, 0.0) if s in required else 0.0
             best = 0.0  # fractional knapsack: all of the memory on the most negative cost per byte
             for b in range(B):
                 if self.fits[s, b]:
-                    best = min(best, (_US * p.compute_s[s, b] - alpha[b] - rho) / (p.mem_bytes[b] / p.capacity_bytes[s]))
+                    per = p.mem_bytes[b] / p.capacity_bytes[s]
+                    best = min(best, (_US * p.compute_s[s, b] - mult.alpha[b] - rho) / per)
             total += best + rho
-        total += float(np.min(alpha[None, :] + lam * self.e, axis=1).sum()) - lam * 1.0
+        total += float(np.min(mult.alpha[None, :] + mult.lam * self.e, axis=1).sum()) - mult.lam
         return max(0.0, total / _US)
 
 
@@ -161,24 +174,37 @@ def compute_bound(p: PlacementProblem, allowed, required=()) -> float:
 
 class _Walks:
     """Hop times within one server set U: shortest times through U (a relay hosts a layer, so it
-    must be in U), client to each server and back."""
+    must be in U), client to each server and back. charge[i]: a lower bound on what one more visit
+    of server U[i] adds to the compute (the compute LP's multiplier of its ">= 1 layer" row: the
+    LP's value is convex in that row's right-hand side); a relay pays it."""
 
-    def __init__(self, p: PlacementProblem, U) -> None:
+    def __init__(self, p: PlacementProblem, U, charge=None) -> None:
         self.U = list(U)
+        self.charge = np.zeros(len(self.U)) if charge is None else np.asarray(charge, float)
         d = p.transfer_s[np.ix_(self.U, self.U)].copy()
         np.fill_diagonal(d, 0.0)
         for m in range(len(self.U)):
-            d = np.minimum(d, d[:, [m]] + d[[m], :])
+            d = np.minimum(d, d[:, [m]] + self.charge[m] + d[[m], :])
         self.d = d
-        self.din = (p.client_in_s[self.U][:, None] + d).min(axis=0)
-        self.dout = (d + p.client_out_s[self.U][None, :]).min(axis=1)
+        cin, cout = p.client_in_s[self.U], p.client_out_s[self.U]
+        self.din = np.minimum(cin, ((cin + self.charge)[:, None] + d).min(axis=0))
+        self.dout = np.minimum(cout, (d + (self.charge + cout)[None, :]).min(axis=1))
         self.index = {s: i for i, s in enumerate(self.U)}
 
     def cover(self, visit, first: int = -1) -> float:
-        """Least hops visiting every server of `visit` then the client, from the client (first=-1)
-        or from server `first` (no hop in)."""
+        """Least hops (+ relay charges) visiting every server of `visit` then the client, from the
+        client (first=-1) or from server `first` (no hop in)."""
         pos = np.array([self.index[s] for s in visit], np.int64)
         return float(cover_hops(self.d, self.din, self.dout, pos, -1 if first < 0 else self.index[first]))
+
+    def extra(self, walk) -> float:
+        """The charges of a walk's visits beyond each server's first."""
+        seen, total = set(), 0.0
+        for s in walk:
+            if s in seen:
+                total += self.charge[self.index[s]]
+            seen.add(s)
+        return total
 
 
 def _hops(p: PlacementProblem, walk) -> float:
@@ -189,173 +215,240 @@ def _hops(p: PlacementProblem, walk) -> float:
 
 
 class _Walk:
-    """One walk's arrays for the kernels."""
+    """One walk: its arrays for the kernels, its hops, and its Lagrangian bound."""
 
-    def __init__(self, walk) -> None:
+    def __init__(self, p: PlacementProblem, walk, mult: _Mult | None) -> None:
+        self.p = p
         self.sigma = np.asarray(walk, np.int64)
+        self.hops = _hops(p, walk)
         distinct = sorted(set(walk))
+        self.servers = np.array(distinct, np.int64)
         self.dist = np.array([distinct.index(s) for s in walk], np.int64)
         K, D = len(walk), len(distinct)
         self.rel = np.zeros((K, D), np.bool_)
         for k in range(K):
             self.rel[k, self.dist[k:]] = True
+        runs = np.bincount(self.dist, minlength=D)
+        # a server the walk comes back to: each of its runs leaves at least one smallest layer to the others
+        self.cap_run = p.capacity_bytes[self.sigma] - (runs[self.dist] - 1) * p.mem_bytes.min()
+        self.mu_base = np.array([mult.mu.get(s, 0.0) if mult is not None and runs[i] > 1 else 0.0
+                                 for i, s in enumerate(distinct)])
+
+    def kernel_args(self, lams, mu_dist: np.ndarray) -> tuple:
+        """`walk_exact`'s arguments up to the error table, with one table per multiplier of `lams`."""
+        p = self.p
+        lams = np.asarray(lams, float)
+        tables = [walk_tables(self.sigma, lam, mu_dist[self.dist], self.cap_run, p.compute_s, p.mem_bytes, p.error)
+                  for lam in lams]
+        base = np.cumsum([0] + [t[3].shape[0] for t in tables[:-1]])
+        start = np.stack([t[0] for t in tables])
+        off = np.stack([t[1] + b for t, b in zip(tables, base)])
+        cnt = np.stack([t[2] for t in tables])
+        need = np.concatenate([t[3] for t in tables])
+        val = np.concatenate([t[4] for t in tables])
+        return (self.sigma, self.dist, self.rel, lams, mu_dist, start, off, cnt, need, val, p.compute_s, p.mem_bytes,
+                p.capacity_bytes, p.error)
+
+    def value(self, lam: float, t: float) -> float:
+        """hops + the tables' least value - lam x budget - mu x capacity, mu = t x mu_base."""
+        p = self.p
+        mu = t * self.mu_base
+        start = walk_tables(self.sigma, lam, mu[self.dist], self.cap_run, p.compute_s, p.mem_bytes, p.error)[0]
+        return self.hops + start[0, 0] - lam * p.budget - float(mu @ p.capacity_bytes[self.servers])
+
+    def bound(self, lam_ref: float, t_ref: float, target: float) -> tuple[float, float, float]:
+        """(bound, lam, t): the best value found, first at (lam_ref, t_ref) (the last walk's best:
+        walks of one instance have similar multipliers), then by golden sections on log(lam) and on
+        the scale t of the memory multipliers; stops once it reaches `target`."""
+        has_mu = bool(self.mu_base.any())
+        best = [-_INF, 0.0, 0.0]
+
+        def g(lam, t):
+            v = self.value(lam, t)
+            if v > best[0]:
+                best[:] = [v, lam, t]
+            return v
+
+        g(lam_ref, t_ref if has_mu else 0.0)
+        if best[0] >= target or best[0] == _INF:
+            return best[0], best[1], best[2]
+        g(0.0, 0.0)
+        t = t_ref if has_mu else 0.0
+        lo = np.log(lam_ref)
+        _golden(lambda x: g(np.exp(x), t), lo - 4.0, lo + 4.0, target, best)
+        if has_mu and best[0] < target:
+            lam = best[1]
+            _golden(lambda x: g(lam, x), 0.0, 4.0, target, best)
+            t = best[2]
+            lo = np.log(best[1]) if best[1] > 0 else lo
+            _golden(lambda x: g(np.exp(x), t), lo - 1.0, lo + 1.0, target, best)
+        return best[0], best[1], best[2]
+
+
+def _golden(f, a: float, b: float, target: float, best: list, steps: int = _GOLDEN_STEPS) -> None:
+    """Golden-section search for the maximum of a unimodal f on [a, b]; stops once best[0] >= target
+    (f records its best point in `best`)."""
+    phi = (np.sqrt(5.0) - 1.0) / 2.0
+    x1, x2 = b - phi * (b - a), a + phi * (b - a)
+    f1, f2 = f(x1), f(x2)
+    for _ in range(steps):
+        if best[0] >= target:
+            return
+        if f1 < f2:
+            a, x1, f1 = x1, x2, f2
+            x2 = a + phi * (b - a)
+            f2 = f(x2)
+        else:
+            b, x2, f2 = x2, x1, f1
+            x1 = b - phi * (b - a)
+            f1 = f(x1)
 
 
 def search_dilemma(p: PlacementProblem, time_limit_s: float | None = 60.0, gap_rel: float = 1e-6,
-                   max_labels: int = 20_000_000) -> SearchResult:
-    """DILEMMA's optimum (module docstring); the same problem as `baselines.dilemma.solve_dilemma`."""
+                   max_labels: int = 2_000_000) -> SearchResult:
+    """DILEMMA's optimum (module docstring); the same problem as `baselines.dilemma.solve_dilemma`.
+
+    Stops at `time_limit_s` (status "feasible" with the best plan so far, or "not_solved"). A walk
+    whose exact pass needs more than `max_labels` labels is given up (the answer is then at best
+    "feasible"): memory is about 100 bytes a label."""
     t0 = time.perf_counter()
     deadline = _INF if time_limit_s is None else t0 + time_limit_s
     L, S = p.n_layers, p.n_servers
     bounds = _Bounds(p)
-    usable = [s for s in range(S) if bounds.fits[s].any()]
-    order = sorted(usable, key=lambda s: (p.compute_s[s][bounds.fits[s]].min(), s))
-    compute, mem, cap, error = p.compute_s, p.mem_bytes, p.capacity_bytes, p.error
-    budget = float(p.budget)
-    ub, plan = _INF, None
-    complete = True
-    counts = {"set": 0, "leaf": 0, "walk": 0, "sigma": 0, "exact": 0}
-    labels = 0
-    heap: list = []
-    tie = itertools.count()
-    walks_of: dict = {}
-    lam_ref = [None]
-
-    def cut() -> float:
-        return ub - gap_rel * abs(ub) if ub < _INF else _INF
-
-    def push(bound: float, kind: str, data) -> None:
-        if bound < cut():
-            heapq.heappush(heap, (bound, next(tie), kind, data))
-
-    def walk_bound(walk, target: float) -> tuple[float, float]:
-        """(bound, lam): the walk's hops + the best Lagrangian value found, stopping once >= target."""
-        w = _Walk(walk)
-        hops = _hops(p, walk)
-
-        def g(lam: float) -> float:
-            start = walk_tables(w.sigma, lam, compute, mem, cap, error)[0]
-            return hops + start[0, 0] - lam * budget
-
-        best = (g(0.0), 0.0)
-        if best[0] >= target or best[0] == _INF:
-            return best
-        ref = lam_ref[0] if lam_ref[0] else _lam_scale(p)
-        vr = g(ref)
-        best = max(best, (vr, ref))
-        if vr >= target:
-            return best
-        # golden section on log(lam) over [ref / 1e3, ref x 1e3] (g is concave, so unimodal there)
-        a, b = np.log(ref) - 7.0, np.log(ref) + 7.0
-        phi = (np.sqrt(5.0) - 1.0) / 2.0
-        x1, x2 = b - phi * (b - a), a + phi * (b - a)
-        f1, f2 = g(np.exp(x1)), g(np.exp(x2))
-        for _ in range(_LAM_GOLDEN_STEPS):
-            best = max(best, (f1, np.exp(x1)), (f2, np.exp(x2)))
-            if best[0] >= target:
-                break
-            if f1 < f2:
-                a, x1, f1 = x1, x2, f2
-                x2 = a + phi * (b - a)
-                f2 = g(np.exp(x2))
-            else:
-                b, x2, f2 = x2, x1, f1
-                x1 = b - phi * (b - a)
-                f1 = g(np.exp(x1))
-        return best
+    order = sorted((s for s in range(S) if bounds.fits[s].any()),
+                   key=lambda s: (p.compute_s[s][bounds.fits[s]].min(), s))  # fast servers first
+    state = _State(p, gap_rel, max_labels)
+    spaces: dict = {}
 
     root, mult = bounds(order, ())
-    if mult:
-        lam_ref[0] = mult[3] / _US / bounds.err_scale or None
-    push(root + _walk_floor(p, order), "set", ((), 0, True, mult))
-    while heap:
+    state.lam_ref = mult.lam / _US / bounds.err_scale if mult is not None and mult.lam > 0 else _lam_scale(p)
+    state.push(root + _walk_floor(p, order), "set", ((), 0, True, mult))
+    while state.heap:
         if time.perf_counter() > deadline:
-            complete = False
+            state.complete = False
             break
-        bound, _, kind, data = heapq.heappop(heap)
-        if bound >= cut():
+        bound, _, kind, data = heapq.heappop(state.heap)
+        if bound >= state.cut():
             break
-        if kind == "set":
+        state.counts[kind] += 1
+        if kind == "set":  # supersets of I adding servers of order[nxt:]
             I, nxt, evaluated, mult = data
             if not evaluated:
                 allowed = list(I) + order[nxt:]
                 hop = _Walks(p, allowed).cover(I)
-                cheap = hop + bounds.value(mult, allowed, I)
-                if cheap >= cut():
-                    continue
-                lp, mult = bounds(allowed, I)
-                push(max(cheap, hop + lp), "set", (I, nxt, True, mult))
+                b = hop + bounds.value(mult, allowed, I)
+                if b < state.cut():
+                    lp, mult = bounds(allowed, I)
+                    state.push(max(b, hop + lp), "set", (I, nxt, True, mult))
                 continue
-            counts["set"] += 1
             if I:
-                push(bound, "leaf", (I, False, mult))
+                state.push(bound, "leaf", (I, False, mult))
             for j in range(nxt, len(order)):
-                push(bound, "set", (I + (order[j],), j + 1, False, mult))
-        elif kind == "leaf":
+                state.push(bound, "set", (I + (order[j],), j + 1, False, mult))
+        elif kind == "leaf":  # exactly the servers U
             U, evaluated, mult = data
             if not evaluated:
-                ws = _Walks(p, U)
-                hop = ws.cover(U)
-                cheap = hop + bounds.value(mult, U, U)
-                if cheap >= cut():
-                    continue
-                lp, _ = bounds(U, U)
-                push(max(cheap, hop + lp), "leaf", (U, True, max(cheap, hop + lp) - hop))
+                hop = _Walks(p, U).cover(U)
+                b = hop + bounds.value(mult, U, U)
+                if b < state.cut():
+                    lp, mult = bounds(U, U)
+                    charge = [mult.rho.get(s, 0.0) / _US for s in U] if mult is not None else None
+                    ws = spaces[U] = _Walks(p, U, charge)
+                    state.push(max(b, ws.cover(U) + lp), "leaf", (U, True, (lp, mult)))
                 continue
-            counts["leaf"] += 1
-            cf = mult
-            ws = walks_of.setdefault(U, _Walks(p, U))
+            cf, mult = mult
+            ws = spaces[U]
             for s in U:
-                h = p.client_in_s[s] + ws.cover([u for u in U if u != s], first=s)
-                push(h + cf, "walk", (U, cf, (s,)))
-        elif kind == "walk":
-            U, cf, prefix = data
-            counts["walk"] += 1
-            ws = walks_of[U]
+                state.push(p.client_in_s[s] + ws.cover([u for u in U if u != s], first=s) + cf, "walk",
+                           (U, cf, mult, (s,)))
+        elif kind == "walk":  # walks over U starting with `prefix`
+            U, cf, mult, prefix = data
+            ws = spaces[U]
+            h_in = _hops(p, prefix) - p.client_out_s[prefix[-1]] + ws.extra(prefix)
             if set(prefix) == set(U):
-                push(_hops(p, prefix) + cf, "sigma", (prefix, False, None))
+                state.push(h_in + p.client_out_s[prefix[-1]] + cf, "sigma", (prefix, mult, None))
             if len(prefix) >= L:
                 continue
-            h_in = _hops(p, prefix) - p.client_out_s[prefix[-1]]
             for t in U:
-                if t == prefix[-1]:
-                    continue
-                nxt_prefix = prefix + (t,)
-                left = [u for u in U if u not in nxt_prefix]
-                push(h_in + p.transfer_s[prefix[-1], t] + ws.cover(left, first=t) + cf, "walk", (U, cf, nxt_prefix))
-        elif kind == "sigma":
-            walk, evaluated, lam = data
-            if not evaluated:
-                b, lam = walk_bound(walk, cut())
-                push(max(b, bound), "sigma", (walk, True, lam))
+                if t != prefix[-1]:
+                    nxt_prefix = prefix + (t,)
+                    left = [u for u in U if u not in nxt_prefix]
+                    again = ws.charge[ws.index[t]] if t in prefix else 0.0
+                    state.push(h_in + p.transfer_s[prefix[-1], t] + again + ws.cover(left, first=t) + cf, "walk",
+                               (U, cf, mult, nxt_prefix))
+        else:  # "sigma": one walk
+            walk, mult, tuned = data
+            w = _Walk(p, walk, mult)
+            if tuned is None:
+                b, lam, t = w.bound(state.lam_ref, state.t_ref, state.cut())
+                if lam > 0:
+                    state.lam_ref = lam
+                if w.mu_base.any():
+                    state.t_ref = t
+                state.push(max(b, bound), "sigma", (walk, mult, (lam, t * w.mu_base)))
                 continue
-            counts["sigma"] += 1
-            w = _Walk(walk)
-            hops = _hops(p, walk)
-            tables = walk_tables(w.sigma, lam, compute, mem, cap, error)
-            args = (w.sigma, w.dist, w.rel, lam, *tables, compute, mem, cap, error, budget)
-            # a quick plan first (beam), then the walk's optimum below the best plan known
-            val, widths, runs, n_lab = walk_exact(*args, _INF, max_labels, _BEAM)
-            counts["exact"] += 1
-            labels += max(n_lab, 0)
-            if val + hops < ub:
-                ub, plan = val + hops, (w.sigma[runs], widths)
-            if ub == _INF:
-                continue  # the beam found no plan; the exact pass below needs a target
-            val, widths, runs, n_lab = walk_exact(*args, cut() - hops, max_labels, 0)
-            counts["exact"] += 1
+            state.solve_walk(w, *tuned, bound)
+    return state.result(bounds.lps)
+
+
+class _State:
+    """The search's heap, best plan and counters."""
+
+    def __init__(self, p: PlacementProblem, gap_rel: float, max_labels: int) -> None:
+        self.p, self.gap_rel, self.max_labels = p, gap_rel, max_labels
+        self.ub, self.plan = _INF, None
+        self.complete = True
+        self.counts = {"set": 0, "leaf": 0, "walk": 0, "sigma": 0}
+        self.labels = 0
+        self.heap: list = []
+        self.tie = itertools.count()
+        self.lam_ref, self.t_ref = 1.0, 1.0
+
+    def cut(self) -> float:
+        """Nodes whose bound reaches this cannot hold a plan better than the best by gap_rel."""
+        return self.ub - self.gap_rel * abs(self.ub) if self.ub < _INF else _INF
+
+    def push(self, bound: float, kind: str, data) -> None:
+        if bound < self.cut():
+            heapq.heappush(self.heap, (bound, next(self.tie), kind, data))
+
+    def solve_walk(self, w: "_Walk", lam: float, mu_dist: np.ndarray, bound: float) -> None:
+        """The walk's best plan, if better than the best so far. Exact passes with a target that
+        grows from just above the walk's bound to the best plan's value: a pass finds the best plan
+        below its target, and a tight target keeps the labels few. With no plan known yet, a beam
+        pass first gives one."""
+        p = self.p
+        args = w.kernel_args([lam] if lam <= 0 else [lam * f for f in _LAM_FACTORS], mu_dist)
+        if self.ub == _INF:
+            val, widths, runs, n_lab = walk_exact(*args, p.budget, _INF, self.max_labels, _BEAM)
+            self.labels += max(n_lab, 0)
+            if val < _INF:
+                self.ub, self.plan = val + w.hops, (w.sigma[runs], widths)
+            else:
+                return  # rare: the beam found no plan, and an exact pass without a target may not end
+        lb_net, last = bound - w.hops, self.cut() - w.hops
+        step = _TARGET_STEP * abs(bound)
+        while True:
+            target = min(lb_net + step, last)
+            val, widths, runs, n_lab = walk_exact(*args, p.budget, target, self.max_labels, 0)
             if n_lab < 0:
-                complete = False
-                continue
-            labels += n_lab
-            if val + hops < ub:
-                ub, plan = val + hops, (w.sigma[runs], widths)
-    nodes = {k: v for k, v in counts.items()}
-    if plan is None:
-        status = "infeasible" if complete else "not_solved"
-        return SearchResult(status, None, None, float("nan"), nodes, bounds.lps, labels)
-    status = "optimal" if complete else "feasible"
-    return SearchResult(status, plan[0].copy(), plan[1].copy(), ub, nodes, bounds.lps, labels)
+                self.complete = False
+                return
+            self.labels += n_lab
+            if val < _INF:
+                if val + w.hops < self.ub:
+                    self.ub, self.plan = val + w.hops, (w.sigma[runs], widths)
+                return
+            if target >= last:
+                return
+            step *= 4.0
+
+    def result(self, lps: int) -> SearchResult:
+        if self.plan is None:
+            return SearchResult("infeasible" if self.complete else "not_solved", None, None, float("nan"),
+                                dict(self.counts), lps, self.labels)
+        return SearchResult("optimal" if self.complete else "feasible", self.plan[0].copy(), self.plan[1].copy(),
+                            self.ub, dict(self.counts), lps, self.labels)
 
 
 def _walk_floor(p: PlacementProblem, servers) -> float:

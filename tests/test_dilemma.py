@@ -87,12 +87,21 @@ def test_infeasible_instances_are_reported_never_answered():
 
 def test_solution_reports_ratio_sizes_and_times():
     p = random_problem(np.random.default_rng(3), L=4, S=3, bits=(16, 8, 4))
-    sol = solve_dilemma(p)
-    assert sol.status == "optimal"
-    assert sol.quantization_ratio == pytest.approx(np.mean(sol.bits) / 16)
-    assert sol.n_binaries > 0 and sol.n_variables > sol.n_binaries and sol.n_constraints > 0
-    assert sol.solve_time_s >= 0 and sol.build_time_s >= 0
-    assert np.array_equal(sol.actions(p.n_bits), sol.placement * p.n_bits + sol.bit_idx)
+    ilp, search = solve_dilemma(p, solver="ilp"), solve_dilemma(p)
+    for sol in (ilp, search):
+        assert sol.status == "optimal"
+        assert sol.quantization_ratio == pytest.approx(np.mean(sol.bits) / 16)
+        assert sol.solve_time_s >= 0 and sol.build_time_s >= 0
+        assert np.array_equal(sol.actions(p.n_bits), sol.placement * p.n_bits + sol.bit_idx)
+    assert ilp.solver in ("cbc", "highs") and search.solver == "search"
+    assert ilp.n_binaries > 0 and ilp.n_variables > ilp.n_binaries and ilp.n_constraints > 0 and ilp.nodes == 0
+    assert search.nodes > 0 and search.n_variables == 0
+
+
+def test_unknown_solver_is_an_error():
+    p = random_problem(np.random.default_rng(3))
+    with pytest.raises(ValueError, match="solver"):
+        solve_dilemma(p, solver="gurobi")
 
 
 def _play(env, policy, seed, problem):

@@ -359,8 +359,8 @@ class PlacementQuantScenario:
             require(getattr(self, name) > 0, name, getattr(self, name), "> 0")
         for name in ("context_tokens", "kv_tokens", "activation_tokens"):
             require(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
-        require(self.ilp_solver in ("auto", "highs", "cbc"), "ilp_solver", self.ilp_solver,
-                '"auto", "highs" or "cbc"')
+        require(self.ilp_solver in ("auto", "search", "ilp", "highs", "cbc"), "ilp_solver", self.ilp_solver,
+                'one of "auto" (= "search"), "search", "ilp", "highs", "cbc" (baselines.dilemma)')
         require(self.ilp_time_limit_s > 0, "ilp_time_limit_s", self.ilp_time_limit_s, "> 0")
         require(self.infeasible_penalty_s >= 0, "infeasible_penalty_s", self.infeasible_penalty_s, ">= 0")
         require(self.reward_time_scale_s > 0, "reward_time_scale_s", self.reward_time_scale_s, "> 0")
