@@ -138,8 +138,10 @@ def walk_exact(sigma, dist, rel, lams, mu_dist, start, off, cnt, need, val, comp
     sigma[k] or comes later (its bytes matter for dominance). (start, off, cnt): `walk_tables`'
     arrays at each multiplier lams[j] stacked on axis 0, their lists concatenated in (need, val)
     (off counts from the start of the concatenation), all at memory multipliers mu_dist (per
-    distinct server, as mu_run); a label's bound is the best of the tables'. Returns (cost, widths, runs, n_labels): cost inf and empty arrays when no plan is below
-    the target; n_labels -1 when more than `max_labels` labels were needed (no answer).
+    distinct server, as mu_run); a label's bound is the best of the tables'.
+    Returns (cost, widths, runs, n_labels): cost inf and empty arrays when no plan is below the
+    target; n_labels -1 when more than `max_labels` labels were needed (no answer). Only the
+    current layer's labels are held in full; every label keeps its parent, run and width (7 bytes).
     beam > 0: a heuristic instead, keeping per layer only the `beam` labels of least bound (a plan,
     not necessarily the best)."""
     L, B, K, D = error.shape[0], mem.shape[0], sigma.shape[0], rel.shape[1]
@@ -153,44 +155,37 @@ def walk_exact(sigma, dist, rel, lams, mu_dist, start, off, cnt, need, val, comp
         for b in range(B):
             e = min(e, error[l, b])
         min_err[l] = min_err[l + 1] + e
-    cap_n = 1024
-    cost = np.empty(cap_n)
-    err = np.empty(cap_n)
-    used = np.empty((cap_n, D))
-    parent = np.empty(cap_n, np.int64)
-    run = np.empty(cap_n, np.int64)
-    width = np.empty(cap_n, np.int64)
-    n = 0
+    # every label: parent (global index), run, width; the previous layer's labels in full
+    n_all = 0
+    parent = np.empty(1024, np.int32)
+    run_of = np.empty(1024, np.int16)
+    width_of = np.empty(1024, np.int8)
+    p_cost, p_err, p_run = np.zeros(1), np.zeros(1), np.zeros(1, np.int64)
+    p_used = np.zeros((1, D))
+    p_base = 0  # global index of the previous layer's first label
+    n_prev = 1  # layer -1: one empty label
     tcap = 1024  # candidates of one layer
-    tc = np.empty(tcap)
-    te = np.empty(tcap)
+    tc, te, tb = np.empty(tcap), np.empty(tcap), np.empty(tcap)
+    tp, tr, tw = np.empty(tcap, np.int64), np.empty(tcap, np.int64), np.empty(tcap, np.int64)
     tu = np.empty((tcap, D))
-    tp = np.empty(tcap, np.int64)
-    tr = np.empty(tcap, np.int64)
-    tw = np.empty(tcap, np.int64)
-    tb = np.empty(tcap)
     bits = np.empty(1)  # a float's bits, for hashing
-    lo, hi = 0, 0  # the labels of layer l - 1
-    total = 0
     for l in range(L):
         nt = 0
-        n_src = 1 if l == 0 else hi - lo
-        for si in range(n_src):
-            src = -1 if l == 0 else lo + si
-            k = 0 if l == 0 else run[src]
+        for src in range(n_prev):
+            k = 0 if l == 0 else p_run[src]
             kk_hi = 1 if l == 0 else min(k + 2, K)  # layer l continues run k or starts run k + 1
             for kk in range(k, kk_hi):
                 if K - 1 - kk > L - 1 - l:
                     continue
                 s, d = sigma[kk], dist[kk]
                 for b in range(B):
-                    nu = (0.0 if src < 0 else used[src, d]) + mem[b]  # a server that comes back keeps its bytes
+                    nu = p_used[src, d] + mem[b]  # a server that comes back keeps its bytes
                     if nu > cap[s]:
                         continue
-                    ne = (0.0 if src < 0 else err[src]) + error[l, b]
+                    ne = p_err[src] + error[l, b]
                     if ne + min_err[l + 1] > budget:
                         continue
-                    nc = (0.0 if src < 0 else cost[src]) + compute[s, b]
+                    nc = p_cost[src] + compute[s, b]
                     bound = nc
                     if l == L - 1:
                         if kk != K - 1 or nc >= target:
@@ -199,8 +194,7 @@ def walk_exact(sigma, dist, rel, lams, mu_dist, start, off, cnt, need, val, comp
                         base = nc
                         for j in range(D):  # the tables charged mu per byte the rest uses; it has at most the free bytes
                             if mu_dist[j] > 0.0:
-                                free = cap[sigma_of[j]] - (nu if j == d else (0.0 if src < 0 else used[src, j]))
-                                base -= mu_dist[j] * free
+                                base -= mu_dist[j] * (cap[sigma_of[j]] - (nu if j == d else p_used[src, j]))
                         bound = -_INF
                         for j in range(lams.shape[0]):
                             bj = base + _rest(j, l + 1, kk, cap[s] - nu, start, off, cnt, need, val) - lams[j] * (budget - ne)
@@ -216,18 +210,20 @@ def walk_exact(sigma, dist, rel, lams, mu_dist, start, off, cnt, need, val, comp
                         tu = _grow2(tu, tcap)
                     tc[nt], te[nt], tp[nt], tr[nt], tw[nt], tb[nt] = nc, ne, src, kk, b, bound
                     for j in range(D):
-                        tu[nt, j] = 0.0 if src < 0 else used[src, j]
+                        tu[nt, j] = p_used[src, j]
                     tu[nt, d] = nu
                     nt += 1
         # keep the candidates no other candidate dominates: same run, the same bytes on the servers
         # that still matter, cost and error no higher (labels with other bytes are not compared: a
         # weaker test, still exact). In order of cost (exact) or of bound (beam, up to `beam`).
         order = np.argsort(tb[:nt] if beam > 0 else tc[:nt], kind="mergesort")
-        new_lo = n
+        c_cost, c_err, c_run = np.empty(nt), np.empty(nt), np.empty(nt, np.int64)
+        c_used = np.empty((nt, D))
+        n = 0
         buckets = dict()
         buckets[np.int64(-1)] = np.int64(-1)
         for j in range(nt):
-            if beam > 0 and n - new_lo >= beam:
+            if beam > 0 and n >= beam:
                 break
             i = order[j]
             kk = tr[i]
@@ -240,39 +236,41 @@ def walk_exact(sigma, dist, rel, lams, mu_dist, start, off, cnt, need, val, comp
             if h in buckets:
                 q = buckets[h]
             if q >= 0:
-                same = run[q] == kk
+                same = c_run[q] == kk
                 for dd in range(D):
-                    if rel[kk, dd] and used[q, dd] != tu[i, dd]:
+                    if rel[kk, dd] and c_used[q, dd] != tu[i, dd]:
                         same = False
-                if same and err[q] <= te[i] and cost[q] <= tc[i]:
+                if same and c_err[q] <= te[i] and c_cost[q] <= tc[i]:
                     continue
-            if n >= cap_n:
-                cap_n *= 2
-                cost, err, parent, run, width = _grow(cost, cap_n), _grow(err, cap_n), _grow(parent, cap_n), \
-                    _grow(run, cap_n), _grow(width, cap_n)
-                used = _grow2(used, cap_n)
-            cost[n], err[n], parent[n], run[n], width[n] = tc[i], te[i], tp[i], kk, tw[i]
-            used[n] = tu[i]
-            if q < 0 or te[i] < err[q]:
+            c_cost[n], c_err[n], c_run[n] = tc[i], te[i], kk
+            c_used[n] = tu[i]
+            if n_all + n >= parent.shape[0]:
+                parent, run_of, width_of = _grow(parent, n_all + n + 1), _grow(run_of, n_all + n + 1), \
+                    _grow(width_of, n_all + n + 1)
+            parent[n_all + n] = -1 if l == 0 else p_base + tp[i]
+            run_of[n_all + n] = kk
+            width_of[n_all + n] = tw[i]
+            if q < 0 or te[i] < c_err[q]:
                 buckets[h] = np.int64(n)  # the bucket's label of least error
             n += 1
-        total += n - new_lo
-        if total > max_labels:
+        p_base = n_all
+        n_all += n
+        if n_all > max_labels:
             return _INF, np.empty(0, np.int64), np.empty(0, np.int64), -1
-        lo, hi = new_lo, n
-        if lo == hi:
-            return _INF, np.empty(0, np.int64), np.empty(0, np.int64), total
+        if n == 0:
+            return _INF, np.empty(0, np.int64), np.empty(0, np.int64), n_all
+        p_cost, p_err, p_run, p_used, n_prev = c_cost[:n], c_err[:n], c_run[:n], c_used[:n], n
     best, arg = _INF, -1
-    for q in range(lo, hi):
-        if cost[q] < best:
-            best, arg = cost[q], q
+    for q in range(n_prev):
+        if p_cost[q] < best:
+            best, arg = p_cost[q], q
     widths = np.empty(L, np.int64)
     runs = np.empty(L, np.int64)
-    q = arg
+    q = p_base + arg
     for l in range(L - 1, -1, -1):
-        widths[l], runs[l] = width[q], run[q]
+        widths[l], runs[l] = width_of[q], run_of[q]
         q = parent[q]
-    return best, widths, runs, total
+    return best, widths, runs, n_all
 
 
 @njit

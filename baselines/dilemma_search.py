@@ -47,6 +47,7 @@ _US = 1e6  # the LP's costs in microseconds: solver tolerances are absolute
 _GOLDEN_STEPS = 16
 _BEAM = 64  # labels per layer of the quick first pass over a walk
 _LAM_FACTORS = (1.0, 0.5, 2.0, 0.25, 4.0)  # an exact pass bounds labels with the tables at lam x these
+_FIRST_ALLOWANCE = 250_000  # labels of a walk's first exact passes (then x4 when set aside)
 _TARGET_STEP = 2e-4  # a walk's first exact target: its bound x (1 + this), then x4 each pass
 
 
@@ -305,12 +306,12 @@ def _golden(f, a: float, b: float, target: float, best: list, steps: int = _GOLD
 
 
 def search_dilemma(p: PlacementProblem, time_limit_s: float | None = 60.0, gap_rel: float = 1e-6,
-                   max_labels: int = 2_000_000) -> SearchResult:
+                   max_labels: int = 20_000_000) -> SearchResult:
     """DILEMMA's optimum (module docstring); the same problem as `baselines.dilemma.solve_dilemma`.
 
     Stops at `time_limit_s` (status "feasible" with the best plan so far, or "not_solved"). A walk
     whose exact pass needs more than `max_labels` labels is given up (the answer is then at best
-    "feasible"): memory is about 100 bytes a label."""
+    "feasible"): 7 bytes a label, and one layer's labels in full."""
     t0 = time.perf_counter()
     deadline = _INF if time_limit_s is None else t0 + time_limit_s
     L, S = p.n_layers, p.n_servers
@@ -323,13 +324,14 @@ def search_dilemma(p: PlacementProblem, time_limit_s: float | None = 60.0, gap_r
     root, mult = bounds(order, ())
     state.lam_ref = mult.lam / _US / bounds.err_scale if mult is not None and mult.lam > 0 else _lam_scale(p)
     state.push(root + _walk_floor(p, order), "set", ((), 0, True, mult))
-    while state.heap:
+    while True:
+        if not state.heap or state.heap[0][0] >= state.cut():
+            if not state.revive():
+                break
         if time.perf_counter() > deadline:
             state.complete = False
             break
         bound, _, kind, data = heapq.heappop(state.heap)
-        if bound >= state.cut():
-            break
         state.counts[kind] += 1
         if kind == "set":  # supersets of I adding servers of order[nxt:]
             I, nxt, evaluated, mult = data
@@ -376,19 +378,32 @@ def search_dilemma(p: PlacementProblem, time_limit_s: float | None = 60.0, gap_r
                     again = ws.charge[ws.index[t]] if t in prefix else 0.0
                     state.push(h_in + p.transfer_s[prefix[-1], t] + again + ws.cover(left, first=t) + cf, "walk",
                                (U, cf, mult, nxt_prefix))
-        else:  # "sigma": one walk
-            walk, mult, tuned = data
+        elif kind == "sigma":  # one walk: its Lagrangian bound
+            walk, mult, _ = data
             w = _Walk(p, walk, mult)
-            if tuned is None:
-                b, lam, t = w.bound(state.lam_ref, state.t_ref, state.cut())
-                if lam > 0:
-                    state.lam_ref = lam
-                if w.mu_base.any():
-                    state.t_ref = t
-                state.push(max(b, bound), "sigma", (walk, mult, (lam, t * w.mu_base)))
-                continue
-            state.solve_walk(w, *tuned, bound)
+            b, lam, t = w.bound(state.lam_ref, state.t_ref, state.cut())
+            if lam > 0:
+                state.lam_ref = lam
+            if w.mu_base.any():
+                state.t_ref = t
+            state.push(max(b, bound), "exact", _Pass(w, lam, t * w.mu_base))
+        else:  # "exact": one exact pass over a walk
+            state.exact_pass(data, bound)
     return state.result(bounds.lps)
+
+
+class _Pass:
+    """A walk's exact passes: its multipliers, tables (built at the first pass), the next target's
+    distance above the bound (x bound) and the labels a pass may use."""
+
+    def __init__(self, walk: "_Walk", lam: float, mu: np.ndarray) -> None:
+        self.walk, self.lam, self.mu = walk, lam, mu
+        self.args = None
+        self.step = _TARGET_STEP
+        self.allowance = _FIRST_ALLOWANCE
+
+    def __lt__(self, other) -> bool:  # heap ties are broken by the counter before this is reached
+        return False
 
 
 class _State:
@@ -398,7 +413,8 @@ class _State:
         self.p, self.gap_rel, self.max_labels = p, gap_rel, max_labels
         self.ub, self.plan = _INF, None
         self.complete = True
-        self.counts = {"set": 0, "leaf": 0, "walk": 0, "sigma": 0}
+        self.counts = {"set": 0, "leaf": 0, "walk": 0, "sigma": 0, "exact": 0}
+        self.aside: list = []  # (bound, tie, _Pass): exact passes that needed more labels
         self.labels = 0
         self.heap: list = []
         self.tie = itertools.count()
@@ -412,36 +428,52 @@ class _State:
         if bound < self.cut():
             heapq.heappush(self.heap, (bound, next(self.tie), kind, data))
 
-    def solve_walk(self, w: "_Walk", lam: float, mu_dist: np.ndarray, bound: float) -> None:
-        """The walk's best plan, if better than the best so far. Exact passes with a target that
-        grows from just above the walk's bound to the best plan's value: a pass finds the best plan
-        below its target, and a tight target keeps the labels few. With no plan known yet, a beam
-        pass first gives one."""
-        p = self.p
-        args = w.kernel_args([lam] if lam <= 0 else [lam * f for f in _LAM_FACTORS], mu_dist)
-        if self.ub == _INF:
-            val, widths, runs, n_lab = walk_exact(*args, p.budget, _INF, self.max_labels, _BEAM)
+    def exact_pass(self, ps: "_Pass", bound: float) -> None:
+        """One exact pass over a walk whose plans all cost >= `bound`: the best plan below a target
+        a little above the bound (below the best plan known at most). Found: the walk is done. None
+        below the target: the walk goes back on the heap with the target as its bound, the next
+        target 4x as far. A pass that needs more labels than its allowance (x4 each time, up to
+        max_labels) is set aside until the heap has nothing cheaper (`revive`): meanwhile a better
+        plan may come and prune it."""
+        p, w = self.p, ps.walk
+        if ps.args is None:
+            ps.args = w.kernel_args([ps.lam] if ps.lam <= 0 else [ps.lam * f for f in _LAM_FACTORS], ps.mu)
+            # a quick plan (beam) before the exact passes: an early good plan prunes more
+            val, widths, runs, n_lab = walk_exact(*ps.args, p.budget, _INF, self.max_labels, _BEAM)
             self.labels += max(n_lab, 0)
-            if val < _INF:
-                self.ub, self.plan = val + w.hops, (w.sigma[runs], widths)
-            else:
-                return  # rare: the beam found no plan, and an exact pass without a target may not end
-        lb_net, last = bound - w.hops, self.cut() - w.hops
-        step = _TARGET_STEP * abs(bound)
-        while True:
-            target = min(lb_net + step, last)
-            val, widths, runs, n_lab = walk_exact(*args, p.budget, target, self.max_labels, 0)
-            if n_lab < 0:
-                self.complete = False
+            self._offer(w, val, widths, runs)
+        last = self.cut() - w.hops
+        if bound - w.hops >= last:
+            return
+        target = min(bound - w.hops + ps.step * abs(bound), last)
+        val, widths, runs, n_lab = walk_exact(*ps.args, p.budget, target, ps.allowance, 0)
+        if n_lab < 0:
+            if ps.allowance >= self.max_labels:
+                self.complete = False  # given up: the answer can no longer be proven optimal
                 return
-            self.labels += n_lab
-            if val < _INF:
-                if val + w.hops < self.ub:
-                    self.ub, self.plan = val + w.hops, (w.sigma[runs], widths)
-                return
-            if target >= last:
-                return
-            step *= 4.0
+            ps.allowance = min(4 * ps.allowance, self.max_labels)
+            heapq.heappush(self.aside, (bound, next(self.tie), ps))
+            return
+        self.labels += n_lab
+        if val < _INF:
+            self._offer(w, val, widths, runs)
+        elif target < last:
+            ps.step *= 4.0
+            self.push(target + w.hops, "exact", ps)
+
+    def _offer(self, w: "_Walk", val: float, widths, runs) -> None:
+        if val + w.hops < self.ub:
+            self.ub, self.plan = val + w.hops, (w.sigma[runs], widths)
+
+    def revive(self) -> bool:
+        """Put the set-aside pass of least bound back on the heap if it may still beat the best
+        plan; False when none may (the search is over)."""
+        while self.aside:
+            bound, _, ps = heapq.heappop(self.aside)
+            if bound < self.cut():
+                self.push(bound, "exact", ps)
+                return True
+        return False
 
     def result(self, lps: int) -> SearchResult:
         if self.plan is None:
@@ -460,6 +492,8 @@ def _walk_floor(p: PlacementProblem, servers) -> float:
 def _lam_scale(p: PlacementProblem) -> float:
     """A typical exchange rate (seconds per unit of error) between compute and error: where to
     start looking for the budget's multiplier when the LP gave none."""
+    if p.n_bits < 2:
+        return 1.0
     dc = np.abs(np.diff(p.compute_s, axis=1)).mean()
     de = np.abs(np.diff(p.error, axis=1)).mean()
     return float(dc / de) if de > 0 and dc > 0 else 1.0
