@@ -1,4 +1,5 @@
-"""DILEMMA's ILP: exact on tiny instances, never worse than the heuristics, honest about infeasibility."""
+"""DILEMMA: the ILP and the exact search are exact on tiny instances and agree on larger ones, never worse
+than the heuristics, honest about infeasibility and time limits."""
 
 import itertools
 
@@ -9,6 +10,7 @@ import pytest
 import edgellm_gym  # noqa: F401
 from baselines.base import make_policy, policies_for
 from baselines.dilemma import available_solvers, solve_dilemma
+from baselines.dilemma_search import compute_bound
 from edgellm_gym.envs.placement_quant import (PlacementProblem, plan_latency_s, plan_violations,
                                               uniform_completion_exists)
 
@@ -57,6 +59,54 @@ def test_ilp_equals_brute_force_on_tiny_instances(solver):
         else:
             assert sol.status == "infeasible" and sol.placement is None
     assert checked >= 6
+
+
+def _walk(placement) -> list[int]:
+    """The servers of a plan's runs of consecutive layers, in order."""
+    return [int(s) for i, s in enumerate(placement) if i == 0 or s != placement[i - 1]]
+
+
+def test_search_equals_the_ilp_on_random_instances_with_revisits():
+    # 5-10 layers x 2-5 servers, tight memory: some optima come back to a server (a walk with a revisit),
+    # the case the search's walk bounds and label DP handle apart
+    rng = np.random.default_rng(7)
+    ilp = "cbc" if "cbc" in SOLVERS else "highs"
+    optimal = revisits = 0
+    for _ in range(40):
+        bits = (16, 8, 4, 2) if rng.random() < 0.5 else (8, 4, 3)
+        p = random_problem(rng, L=int(rng.integers(5, 11)), S=int(rng.integers(2, 6)), bits=bits,
+                           tight=float(rng.uniform(0.2, 1.0)))
+        a, b = solve_dilemma(p, solver="search"), solve_dilemma(p, solver=ilp)
+        assert a.status == b.status
+        if b.status == "optimal":
+            optimal += 1
+            assert a.objective_s == pytest.approx(b.objective_s, rel=1e-6)
+            assert not plan_violations(p, a.placement, a.bit_idx)
+            walk = _walk(b.placement)
+            revisits += len(walk) > len(set(walk))
+    assert optimal >= 35 and revisits >= 3
+
+
+def test_compute_bound_is_below_the_compute_of_every_optimum():
+    rng = np.random.default_rng(8)
+    for _ in range(10):
+        p = random_problem(rng, L=6, S=3, bits=(16, 8, 4, 2))
+        sol = solve_dilemma(p, solver="search")
+        if sol.status != "optimal":
+            continue
+        used = sorted(set(sol.placement.tolist()))
+        compute = float(p.compute_s[sol.placement, sol.bit_idx].sum())
+        assert compute_bound(p, range(p.n_servers)) <= compute_bound(p, used, used) <= compute * (1 + 1e-9)
+
+
+def test_search_out_of_time_is_never_called_optimal():
+    p = random_problem(np.random.default_rng(9), L=10, S=5, bits=(16, 8, 4, 2))
+    sol = solve_dilemma(p, solver="search", time_limit_s=0.0)
+    assert sol.status in ("feasible", "not_solved")
+    if sol.status == "feasible":
+        assert not plan_violations(p, sol.placement, sol.bit_idx)
+    else:
+        assert sol.placement is None and np.isnan(sol.objective_s)
 
 
 def test_pairwise_and_flow_linearisations_agree():
@@ -138,3 +188,14 @@ def test_ilp_is_never_worse_than_any_heuristic_on_random_small_instances():
             assert m["completed"] == 1.0, name
             assert sol.objective_s <= m["per_token_latency_s"] * (1 + 1e-6), name
     assert checked >= 3
+
+
+def test_bench_dilemma_rows_agree_across_solvers():
+    from training.bench_dilemma import run
+
+    solvers = ["search"] + [s for s in SOLVERS if s != "search"][:1]
+    rows = run(2, 30.0, solvers, sizes=[("opt-125m", 3)])
+    assert [r["solver"] for r in rows] == solvers
+    for r in rows:
+        assert r["layers"] == 12 and r["servers"] == 3 and r["status"] == "optimal:2" and r["disagree"] == []
+    assert rows[0]["objective_ms"] == rows[1]["objective_ms"]
