@@ -237,9 +237,11 @@ def _solve_search(p: PlacementProblem, time_limit_s: float | None, gap_rel: floa
 
 @register_policy(ENV_ID, "dilemma", kind="reference")
 class Dilemma(BasePolicy):
-    """Solves DILEMMA's ILP once per episode (or reuses the env's), then plays it layer by layer.
+    """DILEMMA's optimal plan, solved once per episode (or the env's, with `solve_ilp`), played layer
+    by layer. `solver`: "auto" (the exact search) or the PuLP ILP ("ilp", "highs", "cbc"); both give
+    the ILP's optimum (ties may be broken differently).
 
-    If the ILP has no plan (time limit without one), or a planned action is masked (it never is:
+    If the solver has no plan (time limit without one), or a planned action is masked (it never is:
     the mask only removes actions without a feasible completion), it falls back to a random
     action among those that keep a uniform-width completion.
     """

@@ -298,10 +298,12 @@ class PlacementQuantScenario:
     Per-token time is one decode step at `context_tokens` of context; each layer keeps an fp16
     KV cache of `kv_tokens` tokens; a server hosting layers reserves an activation workspace
     for `activation_tokens` tokens ((2 h + f) x tokens x 2 bytes). `bits` is in decreasing order.
-    With `solve_ilp`, every reset solves DILEMMA's ILP on the instance (baselines.dilemma) so the
-    episode metrics hold the optimum and the optimality gap. It is off by default: on OPT-350M x 8
-    servers a solve takes 1-10 s (docs/envs/placement_quantization.md), too slow for a reset in
-    RL training; the "default-ilp" preset turns it on for evaluation.
+    With `solve_ilp`, every reset computes DILEMMA's optimum on the instance (baselines.dilemma;
+    `ilp_solver` "auto" is its exact search, "ilp"/"highs"/"cbc" the PuLP ILP) so the episode
+    metrics hold the optimum and the optimality gap. It is off by default: on OPT-350M x 8 servers
+    the search takes about 0.1 s and the ILP solvers 1-50 s (docs/envs/placement_quantization.md),
+    against a reset of about 45 us in RL training; the "default-ilp" preset turns it on for
+    evaluation.
     `lookahead` adds the per-action lookahead block to the observation (see the env's Observation
     Space): what a learned agent needs to plan a route, at a cost (a greedy walk over the later
     layers per valid action, most of a step; off, the env steps about 3.5x faster).
@@ -383,7 +385,7 @@ _ILP_CACHE: dict = {}
 
 
 def _solve_ilp_cached(p: PlacementProblem, solver: str, time_limit_s: float):
-    """DILEMMA's ILP on `p`, memoised per process on the instance's bytes: a benchmark that
+    """DILEMMA's optimum on `p` (baselines.dilemma.solve_dilemma), memoised per process on the instance's bytes: a benchmark that
     replays the same seeds for every policy solves each instance once."""
     import hashlib
 
@@ -596,7 +598,7 @@ class PlacementQuantizationEnv(MaskedEnv):
     invalid_action="penalize", invalid_action_penalty=1.0, max_invalid_streak=100, reward_shaping="none")`.
     `reward_shaping`: "none" or "lookahead" (see Rewards). `scenario`:
     a preset name ("default": four OPT-350M-class models on 8 servers, no ILP; "default-ilp": the
-    same with DILEMMA's ILP solved at each reset; "small": OPT-125M on 3 servers with more memory, no ILP; "smollm2": the measured table, widths {16, 8, 4, 3, 2};
+    same with DILEMMA's optimum solved at each reset; "small": OPT-125M on 3 servers with more memory, no ILP; "smollm2": the measured table, widths {16, 8, 4, 3, 2};
     "opt-350m": DILEMMA's model only), a YAML path, a dict or a `PlacementQuantScenario`.
 
     ## Info
