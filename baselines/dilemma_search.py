@@ -32,9 +32,8 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
+import highspy
 import numpy as np
-import scipy.optimize
-import scipy.sparse
 
 from edgellm_gym.envs.placement_quant import PlacementProblem
 
@@ -79,70 +78,74 @@ class _Mult:
 
 
 class _Bounds:
-    """The position-free LP bound on compute for (allowed servers, servers that must hold a layer)."""
+    """The position-free bounds on compute, for (allowed servers, layers each must hold): the LP
+    (fractional counts) and the MIP (integral counts). Both are one HiGHS model kept across calls,
+    each call changing only column and row bounds: the LP re-solves from the last basis."""
 
     def __init__(self, p: PlacementProblem) -> None:
         self.p = p
-        L, B = p.n_layers, p.n_bits
+        L, S, B = p.n_layers, p.n_servers, p.n_bits
         self.err_scale = p.budget if p.budget > 0 else 1.0
         self.fits = p.mem_bytes[None, :] <= p.capacity_bytes[:, None]  # (S, B)
         self.e = p.error / self.err_scale  # (L, B)
-        self.lps = 0
-        # the layer part of the LP (x[l, b]), the same in every call
-        self.n_x = L * B
-        rows = np.repeat(np.arange(L), B)
-        self.one = scipy.sparse.csr_matrix((np.ones(L * B), (rows, np.arange(L * B))), shape=(L, L * B))
+        self.lps = self.mips = 0
+        self._int_memo: dict = {}
+        self.lp, self.mip = _model(p, self.e, integral=False), _model(p, self.e, integral=True)
+
+    def _set(self, h, allowed, min_layers) -> None:
+        """Columns N[s, b] open for s in allowed (where the width fits); row 'layers on s' >= min_layers[s]."""
+        S, B = self.p.n_servers, self.p.n_bits
+        upper = np.zeros((S, B))
+        upper[list(allowed)] = self.p.n_layers
+        upper[~self.fits] = 0.0
+        h.changeColsBounds(S * B, np.arange(S * B, dtype=np.int32), np.zeros(S * B), upper.ravel())
+        h.changeRowsBounds(S, np.arange(S, 2 * S, dtype=np.int32), np.asarray(min_layers, float),
+                           np.full(S, highspy.kHighsInf))
 
     def __call__(self, allowed, required) -> tuple[float, _Mult | None]:
         """(bound in seconds, the LP's multipliers) for plans whose servers are within `allowed`
         and include `required`; inf if the LP is infeasible."""
-        p, L, B = self.p, self.p.n_layers, self.p.n_bits
+        p, S, B = self.p, self.p.n_servers, self.p.n_bits
         A = [s for s in allowed if self.fits[s].any()]
-        req = set(required)
-        if any(s not in A for s in req) or not A:
+        if any(s not in A for s in required) or not A:
             return _INF, None
-        cols = [(s, b) for s in A for b in range(B) if self.fits[s, b]]
-        nN = len(cols)
-        cost = np.concatenate([[_US * p.compute_s[s, b] for s, b in cols], np.zeros(self.n_x)])
-        col_s = np.array([A.index(s) for s, _ in cols])
-        col_b = np.array([b for _, b in cols])
-        mem = np.array([p.mem_bytes[b] / p.capacity_bytes[s] for s, b in cols])
-        req_idx = [A.index(s) for s in required]
-        # rows <=: memory per allowed server, >= 1 layer per required server (as -sum <= -1), error
-        ub_rows = [scipy.sparse.csr_matrix((mem, (col_s, np.arange(nN))), shape=(len(A), nN))]
-        ub_rhs = [np.full(len(A), 1.0 + 1e-9)]
-        if req_idx:
-            sel = np.isin(col_s, req_idx)
-            r = np.array([req_idx.index(i) for i in col_s[sel]])
-            ub_rows.append(scipy.sparse.csr_matrix((-np.ones(sel.sum()), (r, np.flatnonzero(sel))),
-                                                   shape=(len(req_idx), nN)))
-            ub_rhs.append(-np.ones(len(req_idx)))
-        A_ub = scipy.sparse.hstack([scipy.sparse.vstack(ub_rows), scipy.sparse.csr_matrix((len(A) + len(req_idx),
-                                                                                              self.n_x))])
-        err_row = scipy.sparse.hstack([scipy.sparse.csr_matrix((1, nN)),
-                                       scipy.sparse.csr_matrix(self.e.reshape(1, -1))])
-        A_ub = scipy.sparse.vstack([A_ub, err_row]).tocsr()
-        b_ub = np.concatenate(ub_rhs + [[1.0 + 1e-9]])
-        # rows =: per width, layers counted on servers = layers given that width; one width per layer
-        link_N = scipy.sparse.csr_matrix((np.ones(nN), (col_b, np.arange(nN))), shape=(B, nN))
-        link_x = scipy.sparse.csr_matrix((-np.ones(L * B), (np.tile(np.arange(B), L), np.arange(L * B))),
-                                         shape=(B, L * B))
-        A_eq = scipy.sparse.vstack([scipy.sparse.hstack([link_N, link_x]),
-                                    scipy.sparse.hstack([scipy.sparse.csr_matrix((L, nN)), self.one])]).tocsr()
-        b_eq = np.concatenate([np.zeros(B), np.ones(L)])
+        need = np.zeros(S)
+        need[list(required)] = 1.0
+        self._set(self.lp, A, need)
         self.lps += 1
-        res = scipy.optimize.linprog(cost, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_eq, bounds=(0, None),
-                                     method="highs")
-        if res.status == 2:
+        self.lp.run()
+        status = self.lp.getModelStatus()
+        if status == highspy.HighsModelStatus.kInfeasible:
             return _INF, None
-        if res.status != 0:
+        if status != highspy.HighsModelStatus.kOptimal:
             return 0.0, None  # no usable duals: compute >= 0 is still a bound
-        ineq = res.ineqlin.marginals
-        mult = _Mult(alpha=res.eqlin.marginals[:B].copy(),
-                     rho={A[i]: max(0.0, -ineq[len(A) + j]) for j, i in enumerate(req_idx)},
-                     lam=max(0.0, -ineq[-1]),
-                     mu={s: max(0.0, -ineq[i]) / _US / p.capacity_bytes[s] for i, s in enumerate(A)})
+        dual = np.asarray(self.lp.getSolution().row_dual)
+        mult = _Mult(alpha=dual[2 * S + 1:2 * S + 1 + B].copy(),
+                     rho={s: max(0.0, dual[S + s]) for s in required},
+                     lam=max(0.0, -dual[2 * S]),
+                     mu={s: max(0.0, -dual[s]) / _US / p.capacity_bytes[s] for s in A})
         return self.value(mult, A, required), mult
+
+    def integer(self, servers, min_layers) -> float:
+        """The position-free bound with integral counts (seconds): the least compute of L layers on
+        exactly `servers` when servers[i] holds at least min_layers[i] layers, each layer's width
+        still chosen fractionally within the budget (for integral counts that part is a
+        transportation problem, integral anyway). The MIP's dual bound; inf if it is infeasible.
+        Memoised."""
+        key = (tuple(servers), tuple(min_layers))
+        if key not in self._int_memo:
+            need = np.zeros(self.p.n_servers)
+            need[list(servers)] = min_layers
+            self._set(self.mip, servers, need)
+            self.mips += 1
+            self.mip.run()
+            status = self.mip.getModelStatus()
+            bound = self.mip.getInfo().mip_dual_bound
+            if status == highspy.HighsModelStatus.kInfeasible:
+                self._int_memo[key] = _INF
+            else:
+                self._int_memo[key] = max(0.0, bound / _US) if np.isfinite(bound) else 0.0
+        return self._int_memo[key]
 
     def value(self, mult: _Mult | None, allowed, required) -> float:
         """The LP's Lagrangian function (seconds) at multipliers `mult` (from an earlier call) for
@@ -165,6 +168,46 @@ class _Bounds:
             total += best + rho
         total += float(np.min(mult.alpha[None, :] + mult.lam * self.e, axis=1).sum()) - mult.lam
         return max(0.0, total / _US)
+
+
+def _model(p: PlacementProblem, e: np.ndarray, integral: bool):
+    """The position-free model as a HiGHS object. Columns: N[s, b] (layers of width b on s), then
+    x[l, b] (layer l's share of width b). Rows: memory per server (<= 1), layers per server (>= a
+    bound set per call), the budget (e scaled to it, <= 1), per width sum_s N = sum_l x, one width
+    per layer. Objective: compute in microseconds. Every N column starts closed."""
+    L, S, B = p.n_layers, p.n_servers, p.n_bits
+    nN, nx = S * B, L * B
+    n_rows = 2 * S + 1 + B + L
+    cols = []  # (rows, values) per column
+    for s in range(S):
+        for b in range(B):
+            cols.append(([s, S + s, 2 * S + 1 + b], [p.mem_bytes[b] / p.capacity_bytes[s], 1.0, 1.0]))
+    for l in range(L):
+        for b in range(B):
+            cols.append(([2 * S, 2 * S + 1 + b, 2 * S + 1 + B + l], [e[l, b], -1.0, 1.0]))
+    start = np.cumsum([0] + [len(r) for r, _ in cols])
+    inf = highspy.kHighsInf
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = nN + nx, n_rows
+    lp.col_cost_ = np.concatenate([_US * p.compute_s.ravel(), np.zeros(nx)])
+    lp.col_lower_ = np.zeros(nN + nx)
+    lp.col_upper_ = np.concatenate([np.zeros(nN), np.ones(nx)])
+    lp.row_lower_ = np.concatenate([np.full(S, -inf), np.zeros(S), [-inf], np.zeros(B), np.ones(L)])
+    lp.row_upper_ = np.concatenate([np.full(S, 1.0 + 1e-9), np.full(S, inf), [1.0 + 1e-9], np.zeros(B), np.ones(L)])
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = start.astype(np.int32)
+    lp.a_matrix_.index_ = np.concatenate([r for r, _ in cols]).astype(np.int32)
+    lp.a_matrix_.value_ = np.concatenate([v for _, v in cols]).astype(float)
+    if integral:
+        lp.integrality_ = [highspy.HighsVarType.kInteger] * nN + [highspy.HighsVarType.kContinuous] * nx
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    if integral:
+        h.setOptionValue("mip_rel_gap", 1e-9)
+        h.setOptionValue("time_limit", 10.0)
+    h.passModel(lp)
+    return h
 
 
 def compute_bound(p: PlacementProblem, allowed, required=()) -> float:
@@ -350,25 +393,35 @@ def search_dilemma(p: PlacementProblem, time_limit_s: float | None = 60.0, gap_r
         elif kind == "leaf":  # exactly the servers U
             U, evaluated, mult = data
             if not evaluated:
-                hop = _Walks(p, U).cover(U)
+                plain = _Walks(p, U)
+                hop = plain.cover(U)
                 b = hop + bounds.value(mult, U, U)
                 if b < state.cut():
                     lp, mult = bounds(U, U)
-                    charge = [mult.rho.get(s, 0.0) / _US for s in U] if mult is not None else None
-                    ws = spaces[U] = _Walks(p, U, charge)
-                    state.push(max(b, ws.cover(U) + lp), "leaf", (U, True, (lp, mult)))
+                    b = max(b, hop + lp)
+                    if b < state.cut():
+                        ib = bounds.integer(U, [1] * len(U))
+                        charge = [mult.rho.get(s, 0.0) / _US for s in U] if mult is not None else None
+                        ws = _Walks(p, U, charge)
+                        spaces[U] = (ws, plain, ib)
+                        state.push(max(b, ws.cover(U) + lp, hop + ib), "leaf", (U, True, (lp, mult)))
                 continue
             cf, mult = mult
-            ws = spaces[U]
+            ws, plain, ib = spaces[U]
             for s in U:
-                state.push(p.client_in_s[s] + ws.cover([u for u in U if u != s], first=s) + cf, "walk",
-                           (U, cf, mult, (s,)))
+                rest = [u for u in U if u != s]
+                state.push(p.client_in_s[s] + max(ws.cover(rest, first=s) + cf, plain.cover(rest, first=s) + ib),
+                           "walk", (U, cf, mult, (s,)))
         elif kind == "walk":  # walks over U starting with `prefix`
             U, cf, mult, prefix = data
-            ws = spaces[U]
-            h_in = _hops(p, prefix) - p.client_out_s[prefix[-1]] + ws.extra(prefix)
+            ws, plain, ib = spaces[U]
+            raw_in = _hops(p, prefix) - p.client_out_s[prefix[-1]]
+            h_in = raw_in + ws.extra(prefix)
             if set(prefix) == set(U):
-                state.push(h_in + p.client_out_s[prefix[-1]] + cf, "sigma", (prefix, mult, None))
+                visits = [prefix.count(u) for u in U]
+                ib_walk = bounds.integer(U, visits) if max(visits) > 1 else ib
+                out = p.client_out_s[prefix[-1]]
+                state.push(max(h_in + out + cf, raw_in + out + ib_walk), "sigma", (prefix, mult, None))
             if len(prefix) >= L:
                 continue
             for t in U:
@@ -376,8 +429,9 @@ def search_dilemma(p: PlacementProblem, time_limit_s: float | None = 60.0, gap_r
                     nxt_prefix = prefix + (t,)
                     left = [u for u in U if u not in nxt_prefix]
                     again = ws.charge[ws.index[t]] if t in prefix else 0.0
-                    state.push(h_in + p.transfer_s[prefix[-1], t] + again + ws.cover(left, first=t) + cf, "walk",
-                               (U, cf, mult, nxt_prefix))
+                    hop = raw_in + p.transfer_s[prefix[-1], t]
+                    state.push(max(hop + again + ws.cover(left, first=t) + cf, hop + plain.cover(left, first=t) + ib),
+                               "walk", (U, cf, mult, nxt_prefix))
         elif kind == "sigma":  # one walk: its Lagrangian bound
             walk, mult, _ = data
             w = _Walk(p, walk, mult)
