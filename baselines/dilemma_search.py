@@ -12,10 +12,12 @@ is optimal. Node kinds, from the top:
 - set(I, next): the sets U that hold I and add servers from `order[next:]`. Bound: the least hops
   of a client-to-client walk through every server of I (relays allowed) + a lower bound on the
   compute of L layers on the allowed servers, each of I holding one or more (`compute_bound`).
-- leaf(U): the plans using exactly U (the same bound with the walk and the servers fixed to U).
+- leaf(U): the plans using exactly U: the same bound with the servers fixed to U, or the least
+  hops through U + U's integral bound (below), whichever is higher.
 - walk(U, prefix): the walks over U that start with `prefix`. Bound: the prefix's hops + the least
-  hops to visit the rest of U and return + U's compute bound.
-- sigma(U, walk): one whole walk. Bound: its hops + the Lagrangian bound of `walk_tables` (budget
+  hops to visit the rest of U and return + U's compute bound (the higher of the two, as for leaf).
+- sigma(U, walk): one whole walk. Bound: its hops + the higher of the integral bound with as many
+  layers on each server as the walk visits it, and the Lagrangian bound of `walk_tables` (budget
   multiplied by lam, each run with its server's whole memory), maximised over lam. Opening it runs
   `walk_exact`: the walk's best plan under the exact constraints, if below the best so far.
   On a reversal-symmetric instance (`_reversal_symmetric`) a walk after its reverse (in
@@ -24,7 +26,12 @@ is optimal. Node kinds, from the top:
 `compute_bound` is the LP relaxation where a layer's position is forgotten: fractional counts of
 layers per (server, width) within each server's memory, widths assigned fractionally to layers
 within the budget. The bound returned is the LP's Lagrangian function evaluated at the LP's duals:
-a valid lower bound whatever the LP solver's tolerances.
+a valid lower bound whatever the LP solver's tolerances. The integral bound is the same model
+with integer counts (a small MIP; its dual bound). Memory holds whole layers, and that is most of
+the gap: against the compute of the optimum over its own server set, the integral bound is equal
+on 34 of the env's 40 default instances (seeds 0-39; the LP median 3.5% below) and a median
+0.0007% below on qwen2.5-72b x 32 servers (seeds 0-30, max 0.6%; the LP 0.67%, max 1.7%). Each is
+one HiGHS model kept across calls, solved again with other column and row bounds.
 """
 
 from __future__ import annotations
