@@ -63,7 +63,7 @@ _FACTORS_MU = _FACTORS + ((0.7, 1.0), (1.4, 1.0), (0.9, 1.0), (1.1, 1.0)) + tupl
     (f, g) for g in (0.85, 1.2, 0.7, 1.4, 0.6, 1.7, 0.5, 2.0) for f in (1.0, 0.9, 1.1))
 _FIRST_ALLOWANCE = 250_000  # labels of a walk's first exact passes (then x4 when set aside)
 _TARGET_STEP = 2e-4  # a walk's first exact target: its bound x (1 + this), then x4 each pass
-_LABELS_PER_S = 2_000_000  # labels walk_exact keeps a second, about (measured 1.6M/s on a 2-core x86 machine)
+_LABELS_PER_S = 1_000_000  # labels an exact pass keeps a second, until the passes so far measure it
 
 
 @dataclass
@@ -371,7 +371,7 @@ def search_dilemma(p: PlacementProblem, time_limit_s: float | None = 60.0, gap_r
     """DILEMMA's optimum (module docstring); the same problem as `baselines.dilemma.solve_dilemma`.
 
     Stops at `time_limit_s` (status "feasible" with the best plan so far, or "not_solved"); an exact
-    pass, which cannot stop midway, gets at most the labels the time left allows (`_LABELS_PER_S`),
+    pass, which cannot stop midway, gets at most the labels the time left allows (at the passes' rate),
     so a limit is overrun by little (seconds at most on 80 layers x 32 servers). A walk
     whose exact pass needs more than `max_labels` labels is given up (the answer is then at best
     "feasible"): 7 bytes a label, and one layer's labels in full."""
@@ -487,6 +487,7 @@ class _State:
 
     def __init__(self, p: PlacementProblem, gap_rel: float, max_labels: int, deadline: float) -> None:
         self.p, self.gap_rel, self.max_labels, self.deadline = p, gap_rel, max_labels, deadline
+        self.pass_labels, self.pass_s = 0, 0.0  # labels and seconds of the exact passes: their rate
         self.ub, self.plan = _INF, None
         self.complete = True
         self.counts = {"set": 0, "leaf": 0, "walk": 0, "sigma": 0, "exact": 0}
@@ -525,8 +526,12 @@ class _State:
         target = min(bound - w.hops + ps.step * abs(bound), last)
         allowance = ps.allowance
         if self.deadline < _INF:  # a pass cannot be stopped midway: keep it within the time left
-            allowance = min(allowance, max(1, int((self.deadline - time.perf_counter()) * _LABELS_PER_S)))
+            rate = self.pass_labels / self.pass_s if self.pass_s > 0.05 else _LABELS_PER_S
+            allowance = min(allowance, max(1, int((self.deadline - time.perf_counter()) * rate)))
+        t0 = time.perf_counter()
         val, widths, runs, n_lab = walk_exact(*ps.args, p.budget, target, allowance, 0)
+        self.pass_s += time.perf_counter() - t0
+        self.pass_labels += n_lab if n_lab >= 0 else allowance
         if n_lab < 0:
             if allowance < ps.allowance or ps.allowance >= self.max_labels:
                 self.complete = False  # given up: the answer can no longer be proven optimal
