@@ -375,6 +375,15 @@ def search_dilemma(p: PlacementProblem, time_limit_s: float | None = 60.0, gap_r
     so a limit is overrun by little (seconds at most on 80 layers x 32 servers). A walk
     whose exact pass needs more than `max_labels` labels is given up (the answer is then at best
     "feasible"): 7 bytes a label, and one layer's labels in full."""
+    try:
+        return _search(p, time_limit_s, gap_rel, max_labels)
+    finally:
+        # HiGHS keeps one thread pool per process, sized by the first solve, and a later solve that asks
+        # for another size fails (PuLP's HiGHS with threads=2 gave "not_solved" after a search): leave none
+        highspy.Highs.resetGlobalScheduler(True)
+
+
+def _search(p: PlacementProblem, time_limit_s: float | None, gap_rel: float, max_labels: int) -> SearchResult:
     t0 = time.perf_counter()
     deadline = _INF if time_limit_s is None else t0 + time_limit_s
     L, S = p.n_layers, p.n_servers

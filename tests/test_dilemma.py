@@ -217,3 +217,13 @@ def test_bench_dilemma_rows_agree_across_solvers():
     for r in rows:
         assert r["layers"] == 12 and r["servers"] == 3 and r["status"] == "optimal:2" and r["disagree"] == []
     assert rows[0]["objective_ms"] == rows[1]["objective_ms"]
+
+
+@pytest.mark.skipif("highs" not in SOLVERS, reason="PuLP's HiGHS is not available")
+def test_pulp_highs_with_two_threads_still_solves_after_a_search():
+    # the search's own HiGHS models size HiGHS's process-wide thread pool; it must not stay behind
+    p = random_problem(np.random.default_rng(1), L=6, S=3, bits=(16, 8, 4))
+    first = solve_dilemma(p, solver="search")
+    second = solve_dilemma(p, solver="highs", threads=2)
+    assert first.status == second.status == "optimal"
+    assert second.objective_s == pytest.approx(first.objective_s, rel=1e-6)
