@@ -301,7 +301,7 @@ class PlacementQuantScenario:
     With `solve_ilp`, every reset computes DILEMMA's optimum on the instance (baselines.dilemma;
     `ilp_solver` "auto" is its exact search, "ilp"/"highs"/"cbc" the PuLP ILP) so the episode
     metrics hold the optimum and the optimality gap. It is off by default: on OPT-350M x 8 servers
-    the search takes about 0.1 s and the ILP solvers 1-50 s (docs/envs/placement_quantization.md),
+    the search takes about 0.03 s and the ILP solvers 1-50 s (docs/envs/placement_quantization.md),
     against a reset of about 45 us in RL training; the "default-ilp" preset turns it on for
     evaluation.
     `lookahead` adds the per-action lookahead block to the observation (see the env's Observation
