@@ -70,7 +70,7 @@ _LABELS_PER_S = 1_000_000  # labels an exact pass keeps a second, until the pass
 class SearchResult:
     """status: "optimal" (proven within gap_rel), "feasible" (stopped with a plan), "infeasible"
     (proven), "not_solved". placement/bit_idx are None without a plan. nodes: heap nodes opened per
-    kind; lps: LP solves; labels: labels `walk_exact` kept, summed."""
+    kind; lps / mips: solves of the position-free LP / MIP; labels: labels `walk_exact` kept, summed."""
 
     status: str
     placement: np.ndarray | None
@@ -78,6 +78,7 @@ class SearchResult:
     objective_s: float
     nodes: dict = field(default_factory=dict)
     lps: int = 0
+    mips: int = 0
     labels: int = 0
 
 
@@ -474,7 +475,7 @@ def _search(p: PlacementProblem, time_limit_s: float | None, gap_rel: float, max
             state.push(max(b, bound), "exact", _Pass(w, lam, t * w.mu_base))
         else:  # "exact": one exact pass over a walk
             state.exact_pass(data, bound)
-    return state.result(bounds.lps)
+    return state.result(bounds.lps, bounds.mips)
 
 
 class _Pass:
@@ -569,12 +570,12 @@ class _State:
                 return True
         return False
 
-    def result(self, lps: int) -> SearchResult:
+    def result(self, lps: int, mips: int) -> SearchResult:
         if self.plan is None:
             return SearchResult("infeasible" if self.complete else "not_solved", None, None, float("nan"),
-                                dict(self.counts), lps, self.labels)
+                                dict(self.counts), lps, mips, self.labels)
         return SearchResult("optimal" if self.complete else "feasible", self.plan[0].copy(), self.plan[1].copy(),
-                            self.ub, dict(self.counts), lps, self.labels)
+                            self.ub, dict(self.counts), lps, mips, self.labels)
 
 
 def _reversal_symmetric(p: PlacementProblem) -> bool:
