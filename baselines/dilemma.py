@@ -42,6 +42,7 @@ from edgellm_gym.quantization import quantization_ratio
 
 from .base import BasePolicy, RandomMaskedPolicy, register_policy
 from .dilemma_search import search_dilemma
+from .highs import release_thread_pool
 
 __all__ = ["DilemmaSolution", "solve_dilemma", "available_solvers", "Dilemma"]
 
@@ -203,6 +204,8 @@ def solve_dilemma(p: PlacementProblem, solver: str = "auto", time_limit_s: float
         prob.solve(backend)
     except pulp.PulpSolverError:
         return _empty("not_solved", name, t_build, time.perf_counter() - t1, len(x) + z_count, len(x), n_cons)
+    finally:
+        release_thread_pool()
     t_solve = time.perf_counter() - t1
     sizes = (len(x) + z_count, len(x), n_cons)
     if prob.status == pulp.LpStatusInfeasible or prob.sol_status == pulp.LpSolutionInfeasible:

@@ -47,6 +47,7 @@ import numpy as np
 from edgellm_gym.envs.placement_quant import PlacementProblem
 
 from .dilemma_kernels import cover_hops, walk_exact, walk_tables
+from .highs import release_thread_pool
 
 __all__ = ["SearchResult", "search_dilemma", "compute_bound"]
 
@@ -230,7 +231,10 @@ def _model(p: PlacementProblem, e: np.ndarray, integral: bool):
 def compute_bound(p: PlacementProblem, allowed, required=()) -> float:
     """The position-free LP lower bound (seconds) on the compute of any plan whose servers are
     within `allowed` and include `required`."""
-    return _Bounds(p)(list(allowed), tuple(required))[0]
+    try:
+        return _Bounds(p)(list(allowed), tuple(required))[0]
+    finally:
+        release_thread_pool()
 
 
 class _Walks:
@@ -379,9 +383,7 @@ def search_dilemma(p: PlacementProblem, time_limit_s: float | None = 60.0, gap_r
     try:
         return _search(p, time_limit_s, gap_rel, max_labels)
     finally:
-        # HiGHS keeps one thread pool per process, sized by the first solve, and a later solve that asks
-        # for another size fails (PuLP's HiGHS with threads=2 gave "not_solved" after a search): leave none
-        highspy.Highs.resetGlobalScheduler(True)
+        release_thread_pool()
 
 
 def _search(p: PlacementProblem, time_limit_s: float | None, gap_rel: float, max_labels: int) -> SearchResult:

@@ -35,6 +35,7 @@ import numpy as np
 from edgellm_gym.envs.tiered_service import evaluate_window
 
 from .base import BasePolicy, register_policy
+from .highs import release_thread_pool
 
 __all__ = ["gus_assign", "ilp_assign", "GUS", "WindowILP", "ILP_MARGIN_S"]
 
@@ -130,7 +131,10 @@ def ilp_assign(min_accuracy, deadline_s, net_s, compute_s, accuracy, capacity_s,
             terms = [(u, m) for u, m in on_n if d[u, n] <= t]
             if sum(compute_s[u, n, m] for u, m in terms) > t - ILP_MARGIN_S:  # else always satisfied
                 prob += pulp.lpSum(compute_s[u, n, m] * x[u, n, m] for u, m in terms) <= t - ILP_MARGIN_S
-    status = prob.solve(_solver(time_limit_s))
+    try:
+        status = prob.solve(_solver(time_limit_s))
+    finally:
+        release_thread_pool()
     if pulp.LpStatus[status] != "Optimal":
         raise RuntimeError(f"window ILP not solved to optimality: {pulp.LpStatus[status]}")
     for (u, n, m), var in x.items():
