@@ -323,7 +323,7 @@ def search_dilemma(p: PlacementProblem, time_limit_s: float | None = 60.0, gap_r
 
     root, mult = bounds(order, ())
     state.lam_ref = mult.lam / _US / bounds.err_scale if mult is not None and mult.lam > 0 else _lam_scale(p)
-    state.push(root + _walk_floor(p, order), "set", ((), 0, True, mult))
+    state.push(root + _Walks(p, order).cover(()), "set", ((), 0, True, mult))
     while True:
         if not state.heap or state.heap[0][0] >= state.cut():
             if not state.revive():
@@ -481,12 +481,6 @@ class _State:
                                 dict(self.counts), lps, self.labels)
         return SearchResult("optimal" if self.complete else "feasible", self.plan[0].copy(), self.plan[1].copy(),
                             self.ub, dict(self.counts), lps, self.labels)
-
-
-def _walk_floor(p: PlacementProblem, servers) -> float:
-    """The least round trip client -> one server -> client (every plan pays at least that)."""
-    s = list(servers)
-    return float((p.client_in_s[s] + p.client_out_s[s]).min()) if s else _INF
 
 
 def _lam_scale(p: PlacementProblem) -> float:
