@@ -18,6 +18,8 @@ is optimal. Node kinds, from the top:
 - sigma(U, walk): one whole walk. Bound: its hops + the Lagrangian bound of `walk_tables` (budget
   multiplied by lam, each run with its server's whole memory), maximised over lam. Opening it runs
   `walk_exact`: the walk's best plan under the exact constraints, if below the best so far.
+  On a reversal-symmetric instance (`_reversal_symmetric`) a walk after its reverse (in
+  lexicographic order) is skipped: its plans, read backwards, are the reverse's at the same cost.
 
 `compute_bound` is the LP relaxation where a layer's position is forgotten: fractional counts of
 layers per (server, width) within each server's memory, widths assigned fractionally to layers
@@ -320,6 +322,7 @@ def search_dilemma(p: PlacementProblem, time_limit_s: float | None = 60.0, gap_r
                    key=lambda s: (p.compute_s[s][bounds.fits[s]].min(), s))  # fast servers first
     state = _State(p, gap_rel, max_labels)
     spaces: dict = {}
+    mirror = _reversal_symmetric(p)
 
     root, mult = bounds(order, ())
     state.lam_ref = mult.lam / _US / bounds.err_scale if mult is not None and mult.lam > 0 else _lam_scale(p)
@@ -367,7 +370,7 @@ def search_dilemma(p: PlacementProblem, time_limit_s: float | None = 60.0, gap_r
             U, cf, mult, prefix = data
             ws = spaces[U]
             h_in = _hops(p, prefix) - p.client_out_s[prefix[-1]] + ws.extra(prefix)
-            if set(prefix) == set(U):
+            if set(prefix) == set(U) and (not mirror or prefix <= prefix[::-1]):
                 state.push(h_in + p.client_out_s[prefix[-1]] + cf, "sigma", (prefix, mult, None))
             if len(prefix) >= L:
                 continue
@@ -481,6 +484,14 @@ class _State:
                                 dict(self.counts), lps, self.labels)
         return SearchResult("optimal" if self.complete else "feasible", self.plan[0].copy(), self.plan[1].copy(),
                             self.ub, dict(self.counts), lps, self.labels)
+
+
+def _reversal_symmetric(p: PlacementProblem) -> bool:
+    """True if reversing a plan (layer l -> layer L-1-l, the walk read backwards) keeps its cost and
+    feasibility exactly: errors mirrored, links symmetric, client in = out. The search then opens
+    only walks that are not after their reverse (lexicographically)."""
+    return bool(np.array_equal(p.error, p.error[::-1]) and np.array_equal(p.transfer_s, p.transfer_s.T)
+                and np.array_equal(p.client_in_s, p.client_out_s))
 
 
 def _lam_scale(p: PlacementProblem) -> float:
