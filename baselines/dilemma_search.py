@@ -326,7 +326,7 @@ def search_dilemma(p: PlacementProblem, time_limit_s: float | None = 60.0, gap_r
 
     root, mult = bounds(order, ())
     state.lam_ref = mult.lam / _US / bounds.err_scale if mult is not None and mult.lam > 0 else _lam_scale(p)
-    state.push(root + _Walks(p, order).cover(()), "set", ((), 0, True, mult))
+    state.push(root + (_Walks(p, order).cover(()) if order else _INF), "set", ((), 0, True, mult))
     while True:
         if not state.heap or state.heap[0][0] >= state.cut():
             if not state.revive():
