@@ -130,15 +130,16 @@ def _rest(j, l, k, room, start, off, cnt, need, val):
 
 
 @njit
-def walk_exact(sigma, dist, rel, lams, mu_dist, start, off, cnt, need, val, compute, mem, cap, error, budget,
+def walk_exact(sigma, dist, rel, lams, mus, start, off, cnt, need, val, compute, mem, cap, error, budget,
                target, max_labels, beam):
     """The least compute of a plan along `sigma` below `target` (seconds, hops excluded).
 
     dist[k]: index of sigma[k] among the walk's distinct servers; rel[k, d]: distinct server d is
     sigma[k] or comes later (its bytes matter for dominance). (start, off, cnt): `walk_tables`'
-    arrays at each multiplier lams[j] stacked on axis 0, their lists concatenated in (need, val)
-    (off counts from the start of the concatenation), all at memory multipliers mu_dist (per
-    distinct server, as mu_run); a label's bound is the best of the tables'.
+    arrays of several tables stacked on axis 0, their lists concatenated in (need, val) (off
+    counts from the start of the concatenation), table j at budget multiplier lams[j] and memory
+    multipliers mus[j] (per distinct server, as mu_run); a label's bound is the best of the
+    tables' (tried in order, up to the first that reaches the target).
     Returns (cost, widths, runs, n_labels): cost inf and empty arrays when no plan is below the
     target; n_labels -1 when more than `max_labels` labels were needed (no answer). Only the
     current layer's labels are held in full; every label keeps its parent, run and width (7 bytes).
@@ -169,8 +170,14 @@ def walk_exact(sigma, dist, rel, lams, mu_dist, start, off, cnt, need, val, comp
     tp, tr, tw = np.empty(tcap, np.int64), np.empty(tcap, np.int64), np.empty(tcap, np.int64)
     tu = np.empty((tcap, D))
     bits = np.empty(1)  # a float's bits, for hashing
+    free = np.empty(D)  # a candidate's free bytes per distinct server
+    rest = np.empty((64, lams.shape[0]))  # the tables' values of the rest per (run, bytes) key of a layer
+    rest_run, rest_nu = np.empty(64, np.int64), np.empty(64)
     for l in range(L):
         nt = 0
+        rest_row = dict()
+        rest_row[np.int64(-1)] = np.int64(-1)
+        n_rows = 0
         for src in range(n_prev):
             k = 0 if l == 0 else p_run[src]
             kk_hi = 1 if l == 0 else min(k + 2, K)  # layer l continues run k or starts run k + 1
@@ -191,13 +198,39 @@ def walk_exact(sigma, dist, rel, lams, mu_dist, start, off, cnt, need, val, comp
                         if kk != K - 1 or nc >= target:
                             continue
                     else:
-                        base = nc
-                        for j in range(D):  # the tables charged mu per byte the rest uses; it has at most the free bytes
-                            if mu_dist[j] > 0.0:
-                                base -= mu_dist[j] * (cap[sigma_of[j]] - (nu if j == d else p_used[src, j]))
+                        for i in range(D):
+                            free[i] = cap[sigma_of[i]] - (nu if i == d else p_used[src, i])
+                        # the tables' values of the rest depend on (run, bytes on its server) only:
+                        # computed once per layer and key
+                        bits[0] = nu
+                        key = np.int64(kk) * np.int64(1000003) ^ bits.view(np.int64)[0]
+                        row = np.int64(-1)
+                        if key in rest_row:
+                            row = rest_row[key]
+                        if row >= 0 and (rest_run[row] != kk or rest_nu[row] != nu):
+                            row = -1
+                        elif row < 0:
+                            if n_rows >= rest.shape[0]:
+                                rest, rest_run, rest_nu = _grow2(rest, n_rows + 1), _grow(rest_run, n_rows + 1), \
+                                    _grow(rest_nu, n_rows + 1)
+                            row = np.int64(n_rows)
+                            rest[row, :] = np.nan
+                            rest_run[row], rest_nu[row] = kk, nu
+                            rest_row[key] = row
+                            n_rows += 1
                         bound = -_INF
                         for j in range(lams.shape[0]):
-                            bj = base + _rest(j, l + 1, kk, cap[s] - nu, start, off, cnt, need, val) - lams[j] * (budget - ne)
+                            bj = nc
+                            for i in range(D):  # table j charged mu per byte the rest uses; it has at most the free bytes
+                                if mus[j, i] > 0.0:
+                                    bj -= mus[j, i] * free[i]
+                            if row < 0:
+                                r = _rest(j, l + 1, kk, cap[s] - nu, start, off, cnt, need, val)
+                            else:
+                                r = rest[row, j]
+                                if np.isnan(r):
+                                    r = rest[row, j] = _rest(j, l + 1, kk, cap[s] - nu, start, off, cnt, need, val)
+                            bj += r - lams[j] * (budget - ne)
                             bound = max(bound, bj)
                             if bound >= target:
                                 break
