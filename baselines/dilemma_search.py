@@ -154,7 +154,9 @@ class _Bounds:
 
     def value(self, mult: _Mult | None, allowed, required) -> float:
         """The LP's Lagrangian function (seconds) at multipliers `mult` (from an earlier call) for
-        (allowed, required): a valid lower bound (compute >= 0 without multipliers)."""
+        (allowed, required): a valid lower bound (compute >= 0 without multipliers). A required
+        server's ">= 1 layer" multiplier is the best one given alpha (its term is concave in it,
+        largest at its least cost - alpha): a server new to `required` gets one without an LP."""
         if mult is None:
             return 0.0
         p, B = self.p, self.p.n_bits
@@ -164,7 +166,7 @@ class _Bounds:
                 if s in required:
                     return _INF
                 continue
-            rho = mult.rho.get(s, 0.0) if s in required else 0.0
+            rho = max(0.0, float(np.min((_US * p.compute_s[s] - mult.alpha)[self.fits[s]]))) if s in required else 0.0
             best = 0.0  # fractional knapsack: all of the memory on the most negative cost per byte
             for b in range(B):
                 if self.fits[s, b]:
