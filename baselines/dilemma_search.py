@@ -34,9 +34,8 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
+import highspy
 import numpy as np
-import scipy.optimize
-import scipy.sparse
 
 from edgellm_gym.envs.placement_quant import PlacementProblem
 
@@ -45,6 +44,8 @@ from .dilemma_kernels import cover_hops, walk_exact, walk_tables
 __all__ = ["SearchResult", "search_dilemma", "compute_bound"]
 
 _INF = float("inf")
+# highspy's bare solver class: highspy.Highs() prints a banner before its output can be turned off
+_HIGHS = getattr(highspy, "_Highs", highspy.Highs)
 _US = 1e6  # the LP's costs in microseconds: solver tolerances are absolute
 _GOLDEN_STEPS = 16
 _BEAM = 64  # labels per layer of the quick first pass over a walk
@@ -96,58 +97,66 @@ class _Bounds:
         self.fits = p.mem_bytes[None, :] <= p.capacity_bytes[:, None]  # (S, B)
         self.e = p.error / self.err_scale  # (L, B)
         self.lps = 0
-        # the layer part of the LP (x[l, b]), the same in every call
+        # the layer part of the LP (x[l, b]), the same in every call: per column its error-row entry,
+        # -1 in its width's link row, 1 in its layer's row
         self.n_x = L * B
-        rows = np.repeat(np.arange(L), B)
-        self.one = scipy.sparse.csr_matrix((np.ones(L * B), (rows, np.arange(L * B))), shape=(L, L * B))
+        self.x_val = np.stack([self.e.reshape(-1), -np.ones(L * B), np.ones(L * B)], axis=1).reshape(-1)
+        self.x_row = np.stack([np.zeros(L * B, np.int64), 1 + np.tile(np.arange(B), L),
+                               1 + B + np.repeat(np.arange(L), B)], axis=1).reshape(-1)
+        self.highs = _HIGHS()
+        self.highs.setOptionValue("output_flag", False)
 
     def __call__(self, allowed, required) -> tuple[float, _Mult | None]:
         """(bound in seconds, the LP's multipliers) for plans whose servers are within `allowed`
-        and include `required`; inf if the LP is infeasible."""
+        and include `required`; inf if the LP is infeasible. Solved by HiGHS (highspy) directly:
+        scipy's linprog and sparse stacking cost more than the solve on these small LPs."""
         p, L, B = self.p, self.p.n_layers, self.p.n_bits
         A = [s for s in allowed if self.fits[s].any()]
         req = set(required)
         if any(s not in A for s in req) or not A:
             return _INF, None
-        cols = [(s, b) for s in A for b in range(B) if self.fits[s, b]]
-        nN = len(cols)
-        cost = np.concatenate([[_US * p.compute_s[s, b] for s, b in cols], np.zeros(self.n_x)])
-        col_s = np.array([A.index(s) for s, _ in cols])
-        col_b = np.array([b for _, b in cols])
-        mem = np.array([p.mem_bytes[b] / p.capacity_bytes[s] for s, b in cols])
         req_idx = [A.index(s) for s in required]
-        # rows <=: memory per allowed server, >= 1 layer per required server (as -sum <= -1), error
-        ub_rows = [scipy.sparse.csr_matrix((mem, (col_s, np.arange(nN))), shape=(len(A), nN))]
-        ub_rhs = [np.full(len(A), 1.0 + 1e-9)]
-        if req_idx:
-            sel = np.isin(col_s, req_idx)
-            r = np.array([req_idx.index(i) for i in col_s[sel]])
-            ub_rows.append(scipy.sparse.csr_matrix((-np.ones(sel.sum()), (r, np.flatnonzero(sel))),
-                                                   shape=(len(req_idx), nN)))
-            ub_rhs.append(-np.ones(len(req_idx)))
-        A_ub = scipy.sparse.hstack([scipy.sparse.vstack(ub_rows), scipy.sparse.csr_matrix((len(A) + len(req_idx),
-                                                                                              self.n_x))])
-        err_row = scipy.sparse.hstack([scipy.sparse.csr_matrix((1, nN)),
-                                       scipy.sparse.csr_matrix(self.e.reshape(1, -1))])
-        A_ub = scipy.sparse.vstack([A_ub, err_row]).tocsr()
-        b_ub = np.concatenate(ub_rhs + [[1.0 + 1e-9]])
-        # rows =: per width, layers counted on servers = layers given that width; one width per layer
-        link_N = scipy.sparse.csr_matrix((np.ones(nN), (col_b, np.arange(nN))), shape=(B, nN))
-        link_x = scipy.sparse.csr_matrix((-np.ones(L * B), (np.tile(np.arange(B), L), np.arange(L * B))),
-                                         shape=(B, L * B))
-        A_eq = scipy.sparse.vstack([scipy.sparse.hstack([link_N, link_x]),
-                                    scipy.sparse.hstack([scipy.sparse.csr_matrix((L, nN)), self.one])]).tocsr()
-        b_eq = np.concatenate([np.zeros(B), np.ones(L)])
+        A_arr = np.array(A)
+        col_s, col_b = np.nonzero(self.fits[A_arr])  # columns N[s, b]: index into A, width
+        nN, nA, nR = len(col_s), len(A), len(req_idx)
+        n_ub = nA + nR + 1
+        # rows: <= memory per allowed server, >= 1 layer per required server (as -sum <= -1), <= error;
+        # = per width, layers counted on servers = layers given that width; = one width per layer
+        req_row = np.full(nA, -1)
+        req_row[req_idx] = nA + np.arange(nR)
+        has_req = req_row[col_s] >= 0
+        n_per = 2 + has_req  # entries per N column
+        rows = np.concatenate([np.stack([col_s, req_row[col_s], n_ub + col_b], axis=1)[
+            np.stack([np.ones(nN, bool), has_req, np.ones(nN, bool)], axis=1)], n_ub - 1 + self.x_row])
+        vals = np.concatenate([np.stack([p.mem_bytes[col_b] / p.capacity_bytes[A_arr[col_s]], -np.ones(nN),
+                                         np.ones(nN)], axis=1)[
+            np.stack([np.ones(nN, bool), has_req, np.ones(nN, bool)], axis=1)], self.x_val])
+        starts = np.concatenate([[0], np.cumsum(n_per), np.sum(n_per) + 3 * np.arange(1, self.n_x + 1)])
+        n_row = n_ub + B + L
+        lp = highspy.HighsLp()
+        lp.num_col_, lp.num_row_ = nN + self.n_x, n_row
+        lp.col_cost_ = np.concatenate([_US * p.compute_s[A_arr[col_s], col_b], np.zeros(self.n_x)])
+        lp.col_lower_ = np.zeros(nN + self.n_x)
+        lp.col_upper_ = np.full(nN + self.n_x, highspy.kHighsInf)
+        lp.row_lower_ = np.concatenate([np.full(n_ub, -highspy.kHighsInf), np.zeros(B), np.ones(L)])
+        lp.row_upper_ = np.concatenate([np.full(nA, 1.0 + 1e-9), -np.ones(nR), [1.0 + 1e-9], np.zeros(B), np.ones(L)])
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = starts
+        lp.a_matrix_.index_ = rows
+        lp.a_matrix_.value_ = vals
         self.lps += 1
-        res = scipy.optimize.linprog(cost, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_eq, bounds=(0, None),
-                                     method="highs")
-        if res.status == 2:
+        h = self.highs
+        h.passModel(lp)
+        h.run()
+        status = h.getModelStatus()
+        if status == highspy.HighsModelStatus.kInfeasible:
             return _INF, None
-        if res.status != 0:
+        if status != highspy.HighsModelStatus.kOptimal:
             return 0.0, None  # no usable duals: compute >= 0 is still a bound
-        ineq = res.ineqlin.marginals
-        mult = _Mult(alpha=res.eqlin.marginals[:B].copy(),
-                     rho={A[i]: max(0.0, -ineq[len(A) + j]) for j, i in enumerate(req_idx)},
+        dual = np.array(h.getSolution().row_dual)
+        ineq, eq = dual[:n_ub], dual[n_ub:]
+        mult = _Mult(alpha=eq[:B].copy(),
+                     rho={A[i]: max(0.0, -ineq[nA + j]) for j, i in enumerate(req_idx)},
                      lam=max(0.0, -ineq[-1]),
                      mu={s: max(0.0, -ineq[i]) / _US / p.capacity_bytes[s] for i, s in enumerate(A)})
         return self.value(mult, A, required), mult
@@ -324,10 +333,22 @@ def search_dilemma(p: PlacementProblem, time_limit_s: float | None = 60.0, gap_r
     Stops at `time_limit_s` (status "feasible" with the best plan so far, or "not_solved"). A walk
     whose exact pass needs more than `max_labels` labels is given up (the answer is then at best
     "feasible"): 7 bytes a label, and one layer's labels in full."""
+    bounds = _Bounds(p)
+    try:
+        return _search(p, bounds, time_limit_s, gap_rel, max_labels)
+    finally:
+        # HiGHS keeps one thread pool per process, sized by the first solve, and fails a later solve
+        # that asks for another size (PuLP's HiGHS with threads=...): leave none behind
+        reset = getattr(_HIGHS, "resetGlobalScheduler", None)
+        if bounds.lps and reset is not None:
+            reset(True)
+
+
+def _search(p: PlacementProblem, bounds: "_Bounds", time_limit_s: float | None, gap_rel: float,
+            max_labels: int) -> SearchResult:
     t0 = time.perf_counter()
     deadline = _INF if time_limit_s is None else t0 + time_limit_s
     L, S = p.n_layers, p.n_servers
-    bounds = _Bounds(p)
     order = sorted((s for s in range(S) if bounds.fits[s].any()),
                    key=lambda s: (p.compute_s[s][bounds.fits[s]].min(), s))  # fast servers first
     state = _State(p, gap_rel, max_labels)
