@@ -39,7 +39,7 @@ import numpy as np
 
 from edgellm_gym.envs.placement_quant import PlacementProblem
 
-from .dilemma_kernels import cover_hops, walk_exact, walk_tables
+from .dilemma_kernels import cover_hops, fresh_state, walk_exact, walk_tables
 
 __all__ = ["SearchResult", "search_dilemma", "compute_bound"]
 
@@ -57,6 +57,7 @@ _FACTORS = ((1.0, 1.0), (0.5, 1.0), (2.0, 1.0), (0.25, 1.0), (4.0, 1.0))
 _FACTORS_MU = _FACTORS + ((0.7, 1.0), (1.4, 1.0), (0.9, 1.0), (1.1, 1.0)) + tuple(
     (f, g) for g in (0.85, 1.2, 0.7, 1.4, 0.6, 1.7, 0.5, 2.0) for f in (1.0, 0.9, 1.1))
 _FIRST_ALLOWANCE = 250_000  # labels of a walk's first exact passes (then x4 when set aside)
+_HELD_MAX = 30_000_000  # labels of passes set aside kept to resume them (7 bytes each)
 _TARGET_STEP = 2e-4  # a walk's first exact target: its bound x (1 + this), then x4 each pass
 
 
@@ -428,13 +429,15 @@ def _search(p: PlacementProblem, bounds: "_Bounds", time_limit_s: float | None, 
 
 class _Pass:
     """A walk's exact passes: its multipliers, tables (built at the first pass), the next target's
-    distance above the bound (x bound) and the labels a pass may use."""
+    distance above the bound (x bound), the labels a pass may use, and a pass set aside: its
+    target and `walk_exact` state (None: none kept)."""
 
     def __init__(self, walk: "_Walk", lam: float, mu: np.ndarray) -> None:
         self.walk, self.lam, self.mu = walk, lam, mu
         self.args = None
         self.step = _TARGET_STEP
         self.allowance = _FIRST_ALLOWANCE
+        self.target, self.state = _INF, None
 
     def __lt__(self, other) -> bool:  # heap ties are broken by the counter before this is reached
         return False
@@ -449,6 +452,7 @@ class _State:
         self.complete = True
         self.counts = {"set": 0, "leaf": 0, "walk": 0, "sigma": 0, "exact": 0}
         self.aside: list = []  # (bound, tie, _Pass): exact passes that needed more labels
+        self.held = 0  # labels of the passes set aside, kept to resume them
         self.labels = 0
         self.heap: list = []
         self.tie = itertools.count()
@@ -468,25 +472,37 @@ class _State:
         below the target: the walk goes back on the heap with the target as its bound, the next
         target 4x as far. A pass that needs more labels than its allowance (x4 each time, up to
         max_labels) is set aside until the heap has nothing cheaper (`revive`): meanwhile a better
-        plan may come and prune it."""
+        plan may come and prune it. Its labels are kept (up to _HELD_MAX in all) and it resumes
+        where it stopped, at its target or the lower one the best plan then allows."""
         p, w = self.p, ps.walk
+        state, ps.state = ps.state, None
+        if state is not None:
+            self.held -= state[1]
         if ps.args is None:
             factors = [(1.0, 1.0)] if ps.lam <= 0 else _FACTORS_MU if ps.mu.any() else _FACTORS
             ps.args = w.kernel_args(ps.lam, ps.mu, factors)
             # a quick plan (beam) before the exact passes: an early good plan prunes more
-            val, widths, runs, n_lab = walk_exact(*ps.args, p.budget, _INF, self.max_labels, _BEAM)
+            val, widths, runs, n_lab, _ = walk_exact(*ps.args, p.budget, _INF, self.max_labels, _BEAM,
+                                                     fresh_state(len(w.servers)))
             self.labels += max(n_lab, 0)
             self._offer(w, val, widths, runs)
         last = self.cut() - w.hops
         if bound - w.hops >= last:
             return
-        target = min(bound - w.hops + ps.step * abs(bound), last)
-        val, widths, runs, n_lab = walk_exact(*ps.args, p.budget, target, ps.allowance, 0)
+        if state is None:
+            target = min(bound - w.hops + ps.step * abs(bound), last)
+            state = fresh_state(len(w.servers))
+        else:
+            target = min(ps.target, last)
+        val, widths, runs, n_lab, state = walk_exact(*ps.args, p.budget, target, ps.allowance, 0, state)
         if n_lab < 0:
             if ps.allowance >= self.max_labels:
                 self.complete = False  # given up: the answer can no longer be proven optimal
                 return
             ps.allowance = min(4 * ps.allowance, self.max_labels)
+            if self.held + state[1] <= _HELD_MAX:
+                ps.target, ps.state = target, state
+                self.held += state[1]
             heapq.heappush(self.aside, (bound, next(self.tie), ps))
             return
         self.labels += n_lab
@@ -508,6 +524,9 @@ class _State:
             if bound < self.cut():
                 self.push(bound, "exact", ps)
                 return True
+            if ps.state is not None:
+                self.held -= ps.state[1]
+                ps.state = None
         return False
 
     def result(self, lps: int) -> SearchResult:
