@@ -470,7 +470,7 @@ class _State:
         """One exact pass over a walk whose plans all cost >= `bound`: the best plan below a target
         a little above the bound (below the best plan known at most). Found: the walk is done. None
         below the target: the walk goes back on the heap with the target as its bound, the next
-        target 4x as far. A pass that needs more labels than its allowance (x4 each time, up to
+        target 4x as far (or the best plan known, past half way to it). A pass that needs more labels than its allowance (x4 each time, up to
         max_labels) is set aside until the heap has nothing cheaper (`revive`): meanwhile a better
         plan may come and prune it. Its labels are kept (up to _HELD_MAX in all) and it resumes
         where it stopped, at its target or the lower one the best plan then allows."""
@@ -490,7 +490,9 @@ class _State:
         if bound - w.hops >= last:
             return
         if state is None:
-            target = min(bound - w.hops + ps.step * abs(bound), last)
+            target = bound - w.hops + ps.step * abs(bound)
+            if target >= (bound - w.hops + last) / 2:
+                target = last  # most of the way: one pass to the best plan known instead of two
             state = fresh_state(len(w.servers))
         else:
             target = min(ps.target, last)
