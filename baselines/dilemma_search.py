@@ -279,6 +279,13 @@ class _Walk:
         return (self.sigma, self.dist, self.rel, lams, mus, start, off, cnt, need, val, p.compute_s, p.mem_bytes,
                 p.capacity_bytes, p.error)
 
+    def reversed(self) -> "_Walk":
+        """The walk read backwards, with the same memory multipliers (its distinct servers are the
+        same)."""
+        r = _Walk(self.p, self.sigma[::-1].tolist(), None)
+        r.mu_base = self.mu_base
+        return r
+
     def value(self, lam: float, t: float) -> float:
         """hops + the tables' least value - lam x budget - mu x capacity, mu = t x mu_base."""
         p = self.p
@@ -359,9 +366,9 @@ def _search(p: PlacementProblem, bounds: "_Bounds", time_limit_s: float | None, 
     L, S = p.n_layers, p.n_servers
     order = sorted((s for s in range(S) if bounds.fits[s].any()),
                    key=lambda s: (p.compute_s[s][bounds.fits[s]].min(), s))  # fast servers first
-    state = _State(p, gap_rel, max_labels)
-    spaces: dict = {}
     mirror = _reversal_symmetric(p)
+    state = _State(p, gap_rel, max_labels, mirror)
+    spaces: dict = {}
 
     root, mult = bounds(order, ())
     state.lam_ref = mult.lam / _US / bounds.err_scale if mult is not None and mult.lam > 0 else _lam_scale(p)
@@ -461,7 +468,7 @@ class _Pass:
 
     def __init__(self, walk: "_Walk", lam: float, mu: np.ndarray) -> None:
         self.walk, self.lam, self.mu = walk, lam, mu
-        self.args, self.fine, self.beamed = None, False, False
+        self.args, self.fine, self.beamed, self.turned = None, False, False, False
         self.step = _TARGET_STEP
         self.allowance = _FIRST_ALLOWANCE
         self.target, self.state = _INF, None
@@ -473,8 +480,8 @@ class _Pass:
 class _State:
     """The search's heap, best plan and counters."""
 
-    def __init__(self, p: PlacementProblem, gap_rel: float, max_labels: int) -> None:
-        self.p, self.gap_rel, self.max_labels = p, gap_rel, max_labels
+    def __init__(self, p: PlacementProblem, gap_rel: float, max_labels: int, mirror: bool) -> None:
+        self.p, self.gap_rel, self.max_labels, self.mirror = p, gap_rel, max_labels, mirror
         self.ub, self.plan = _INF, None
         self.complete = True
         self.counts = {"set": 0, "leaf": 0, "walk": 0, "sigma": 0, "exact": 0}
@@ -497,10 +504,13 @@ class _State:
         """One exact pass over a walk whose plans all cost >= `bound`: the best plan below a target
         a little above the bound (below the best plan known at most). Found: the walk is done. None
         below the target: the walk goes back on the heap with the target as its bound, the next
-        target 4x as far (or the best plan known, past half way to it). A pass that needs more labels than its allowance (x4 each time, up to
-        max_labels) is set aside until the heap has nothing cheaper (`revive`): meanwhile a better
-        plan may come and prune it. Its labels are kept (up to _HELD_MAX in all) and it resumes
-        where it stopped, at its target or the lower one the best plan then allows."""
+        target 4x as far (or the best plan known, past half way to it). A pass that needs more
+        labels than its allowance (x4 each time, up to max_labels) is set aside until the heap has
+        nothing cheaper (`revive`): meanwhile a better plan may come and prune it. Its labels are
+        kept (up to _HELD_MAX in all) and it resumes where it stopped, at its target or the lower
+        one the best plan then allows. On a reversal-symmetric instance the first such pass is also
+        run on the reversed walk (the same plans read backwards, often far fewer labels one way):
+        the walk keeps the direction that answered, or got further."""
         p, w = self.p, ps.walk
         state, ps.state = ps.state, None
         if state is not None:
@@ -525,6 +535,15 @@ class _State:
         else:
             target = min(ps.target, last)
         val, widths, runs, n_lab, state = walk_exact(*ps.args, p.budget, target, ps.allowance, 0, state)
+        if n_lab < 0 and self.mirror and not ps.turned and state[0] > 0:
+            ps.turned = True
+            rw = w.reversed()
+            if not np.array_equal(rw.sigma, w.sigma):
+                r_args = rw.kernel_args(ps.lam, ps.mu, _factors(ps.lam, ps.mu, ps.fine))
+                r = walk_exact(*r_args, p.budget, target, ps.allowance, 0, fresh_state(len(w.servers)))
+                if r[3] >= 0 or r[4][0] > state[0]:
+                    ps.walk, ps.args, w = rw, r_args, rw
+                    val, widths, runs, n_lab, state = r
         if n_lab < 0:
             if ps.allowance >= self.max_labels:
                 self.complete = False  # given up: the answer can no longer be proven optimal
