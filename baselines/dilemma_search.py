@@ -105,12 +105,17 @@ class _Bounds:
         self.fits = p.mem_bytes[None, :] <= p.capacity_bytes[:, None]  # (S, B)
         self.e = p.error / self.err_scale  # (L, B)
         self.lps = 0
-        # the layer part of the LP (x[l, b]), the same in every call: per column its error-row entry,
-        # -1 in its width's link row, 1 in its layer's row
-        self.n_x = L * B
-        self.x_val = np.stack([self.e.reshape(-1), -np.ones(L * B), np.ones(L * B)], axis=1).reshape(-1)
-        self.x_row = np.stack([np.zeros(L * B, np.int64), 1 + np.tile(np.arange(B), L),
-                               1 + B + np.repeat(np.arange(L), B)], axis=1).reshape(-1)
+        self.us_compute = _US * p.compute_s  # (S, B)
+        self.per = p.mem_bytes[None, :] / p.capacity_bytes[:, None]  # a layer's share of a server's memory
+        # the layer part of the LP, the same in every call: x[g, b] = layers of group g (layers with
+        # equal errors: the LP does not tell them apart) at width b; per column its error-row entry,
+        # -1 in its width's link row, 1 in its group's row (= the group's size)
+        e_group, self.group_size = np.unique(self.e, axis=0, return_counts=True)
+        G = len(e_group)
+        self.n_x = G * B
+        self.x_val = np.stack([e_group.reshape(-1), -np.ones(G * B), np.ones(G * B)], axis=1).reshape(-1)
+        self.x_row = np.stack([np.zeros(G * B, np.int64), 1 + np.tile(np.arange(B), G),
+                               1 + B + np.repeat(np.arange(G), B)], axis=1).reshape(-1)
         self.highs = _HIGHS()
         self.highs.setOptionValue("output_flag", False)
 
@@ -118,7 +123,7 @@ class _Bounds:
         """(bound in seconds, the LP's multipliers) for plans whose servers are within `allowed`
         and include `required`; inf if the LP is infeasible. Solved by HiGHS (highspy) directly:
         scipy's linprog and sparse stacking cost more than the solve on these small LPs."""
-        p, L, B = self.p, self.p.n_layers, self.p.n_bits
+        p, B = self.p, self.p.n_bits
         A = [s for s in allowed if self.fits[s].any()]
         req = set(required)
         if any(s not in A for s in req) or not A:
@@ -140,14 +145,15 @@ class _Bounds:
                                          np.ones(nN)], axis=1)[
             np.stack([np.ones(nN, bool), has_req, np.ones(nN, bool)], axis=1)], self.x_val])
         starts = np.concatenate([[0], np.cumsum(n_per), np.sum(n_per) + 3 * np.arange(1, self.n_x + 1)])
-        n_row = n_ub + B + L
+        n_row = n_ub + B + len(self.group_size)
         lp = highspy.HighsLp()
         lp.num_col_, lp.num_row_ = nN + self.n_x, n_row
         lp.col_cost_ = np.concatenate([_US * p.compute_s[A_arr[col_s], col_b], np.zeros(self.n_x)])
         lp.col_lower_ = np.zeros(nN + self.n_x)
         lp.col_upper_ = np.full(nN + self.n_x, highspy.kHighsInf)
-        lp.row_lower_ = np.concatenate([np.full(n_ub, -highspy.kHighsInf), np.zeros(B), np.ones(L)])
-        lp.row_upper_ = np.concatenate([np.full(nA, 1.0 + 1e-9), -np.ones(nR), [1.0 + 1e-9], np.zeros(B), np.ones(L)])
+        lp.row_lower_ = np.concatenate([np.full(n_ub, -highspy.kHighsInf), np.zeros(B), self.group_size])
+        lp.row_upper_ = np.concatenate([np.full(nA, 1.0 + 1e-9), -np.ones(nR), [1.0 + 1e-9], np.zeros(B),
+                                        self.group_size])
         lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
         lp.a_matrix_.start_ = starts
         lp.a_matrix_.index_ = rows
@@ -176,20 +182,17 @@ class _Bounds:
         largest at its least cost - alpha): a server new to `required` gets one without an LP."""
         if mult is None:
             return 0.0
-        p, B = self.p, self.p.n_bits
-        total = 0.0
-        for s in allowed:
-            if not self.fits[s].any():
-                if s in required:
-                    return _INF
-                continue
-            rho = max(0.0, float(np.min((_US * p.compute_s[s] - mult.alpha)[self.fits[s]]))) if s in required else 0.0
-            best = 0.0  # fractional knapsack: all of the memory on the most negative cost per byte
-            for b in range(B):
-                if self.fits[s, b]:
-                    per = p.mem_bytes[b] / p.capacity_bytes[s]
-                    best = min(best, (_US * p.compute_s[s, b] - mult.alpha[b] - rho) / per)
-            total += best + rho
+        A = np.asarray(list(allowed), np.int64)
+        fits = self.fits[A]
+        usable = fits.any(axis=1)
+        req = np.isin(A, np.asarray(list(required), np.int64))
+        if (req & ~usable).any():
+            return _INF
+        cost = np.where(fits, self.us_compute[A] - mult.alpha[None, :], _INF)
+        rho = np.where(req, np.maximum(0.0, cost.min(axis=1, initial=_INF)), 0.0)
+        # fractional knapsack per server: all of its memory on the most negative cost per byte
+        best = np.minimum(0.0, ((cost - rho[:, None]) / self.per[A]).min(axis=1, initial=_INF))
+        total = float((best + rho)[usable].sum())
         total += float(np.min(mult.alpha[None, :] + mult.lam * self.e, axis=1).sum()) - mult.lam
         return max(0.0, total / _US)
 
