@@ -21,7 +21,7 @@ import numpy as np
 
 from edgellm_gym.jit import njit
 
-__all__ = ["walk_tables", "walk_exact", "fresh_state", "cover_hops"]
+__all__ = ["walk_tables", "walk_exact", "fresh_state", "relay_closure", "cover_hops"]
 
 _INF = np.inf
 
@@ -311,6 +311,19 @@ def fresh_state(n_distinct: int) -> tuple:
     bytes per distinct server, bound); one empty label."""
     return (0, 0, 0, np.empty(1024, np.int32), np.empty(1024, np.int16), np.empty(1024, np.int8), np.zeros(1),
             np.zeros(1), np.zeros(1, np.int64), np.zeros((1, n_distinct)), np.full(1, -np.inf))
+
+
+@njit
+def relay_closure(d, charge):
+    """Shortest times in place (Floyd-Warshall): d[i, j] through relays m, each paying charge[m]."""
+    m_ = d.shape[0]
+    for m in range(m_):
+        for i in range(m_):
+            via = d[i, m] + charge[m]
+            for j in range(m_):
+                if via + d[m, j] < d[i, j]:
+                    d[i, j] = via + d[m, j]
+    return d
 
 
 @njit

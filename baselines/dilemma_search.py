@@ -39,7 +39,7 @@ import numpy as np
 
 from edgellm_gym.envs.placement_quant import PlacementProblem
 
-from .dilemma_kernels import cover_hops, fresh_state, walk_exact, walk_tables
+from .dilemma_kernels import cover_hops, fresh_state, relay_closure, walk_exact, walk_tables
 
 __all__ = ["SearchResult", "search_dilemma", "compute_bound"]
 
@@ -105,6 +105,7 @@ class _Bounds:
         self.fits = p.mem_bytes[None, :] <= p.capacity_bytes[:, None]  # (S, B)
         self.e = p.error / self.err_scale  # (L, B)
         self.lps = 0
+        self.usable = self.fits.any(axis=1).tolist()  # servers that fit a layer at some width
         self.us_compute = _US * p.compute_s  # (S, B)
         self.per = p.mem_bytes[None, :] / p.capacity_bytes[:, None]  # a layer's share of a server's memory
         # the layer part of the LP, the same in every call: x[g, b] = layers of group g (layers with
@@ -124,7 +125,7 @@ class _Bounds:
         and include `required`; inf if the LP is infeasible. Solved by HiGHS (highspy) directly:
         scipy's linprog and sparse stacking cost more than the solve on these small LPs."""
         p, B = self.p, self.p.n_bits
-        A = [s for s in allowed if self.fits[s].any()]
+        A = [s for s in allowed if self.usable[s]]
         req = set(required)
         if any(s not in A for s in req) or not A:
             return _INF, None
@@ -185,7 +186,9 @@ class _Bounds:
         A = np.asarray(list(allowed), np.int64)
         fits = self.fits[A]
         usable = fits.any(axis=1)
-        req = np.isin(A, np.asarray(list(required), np.int64))
+        req = np.zeros(self.p.n_servers, bool)
+        req[list(required)] = True
+        req = req[A]
         if (req & ~usable).any():
             return _INF
         cost = np.where(fits, self.us_compute[A] - mult.alpha[None, :], _INF)
@@ -212,11 +215,9 @@ class _Walks:
     def __init__(self, p: PlacementProblem, U, charge=None) -> None:
         self.U = list(U)
         self.charge = np.zeros(len(self.U)) if charge is None else np.asarray(charge, float)
-        d = p.transfer_s[np.ix_(self.U, self.U)].copy()
+        d = p.transfer_s[np.ix_(self.U, self.U)]
         np.fill_diagonal(d, 0.0)
-        for m in range(len(self.U)):
-            d = np.minimum(d, d[:, [m]] + self.charge[m] + d[[m], :])
-        self.d = d
+        self.d = d = relay_closure(d, self.charge)
         cin, cout = p.client_in_s[self.U], p.client_out_s[self.U]
         self.din = np.minimum(cin, ((cin + self.charge)[:, None] + d).min(axis=0))
         self.dout = np.minimum(cout, (d + (self.charge + cout)[None, :]).min(axis=1))
