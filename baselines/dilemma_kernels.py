@@ -219,7 +219,7 @@ def walk_exact(sigma, dist, rel, lams, mus, start, off, cnt, need, val, compute,
                         bound = -_INF
                         for j in range(lams.shape[0]):
                             bj = nc
-                            for i in range(D):  # table j charged mu per byte the rest uses; it has at most the free bytes
+                            for i in range(D):  # table j charged mu per byte the rest uses; it has at most free[i]
                                 if mus[j, i] > 0.0:
                                     bj -= mus[j, i] * free[i]
                             if row < 0:
