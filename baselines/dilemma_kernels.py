@@ -21,7 +21,7 @@ import numpy as np
 
 from edgellm_gym.jit import njit
 
-__all__ = ["walk_tables", "walk_exact", "cover_hops"]
+__all__ = ["walk_tables", "walk_exact", "fresh_state", "relay_closure", "cover_hops"]
 
 _INF = np.inf
 
@@ -131,7 +131,7 @@ def _rest(j, l, k, room, start, off, cnt, need, val):
 
 @njit
 def walk_exact(sigma, dist, rel, lams, mus, start, off, cnt, need, val, compute, mem, cap, error, budget,
-               target, max_labels, beam):
+               target, max_labels, beam, state):
     """The least compute of a plan along `sigma` below `target` (seconds, hops excluded).
 
     dist[k]: index of sigma[k] among the walk's distinct servers; rel[k, d]: distinct server d is
@@ -140,9 +140,11 @@ def walk_exact(sigma, dist, rel, lams, mus, start, off, cnt, need, val, compute,
     counts from the start of the concatenation), table j at budget multiplier lams[j] and memory
     multipliers mus[j] (per distinct server, as mu_run); a label's bound is the best of the
     tables' (tried in order, up to the first that reaches the target).
-    Returns (cost, widths, runs, n_labels): cost inf and empty arrays when no plan is below the
-    target; n_labels -1 when more than `max_labels` labels were needed (no answer). Only the
-    current layer's labels are held in full; every label keeps its parent, run and width (7 bytes).
+    Returns (cost, widths, runs, n_labels, state): cost inf and empty arrays when no plan is below
+    the target; n_labels -1 when more than `max_labels` labels were needed: no answer yet, but
+    `state` (the labels so far, see `fresh_state`) resumes the pass where it stopped, at this
+    target or a lower one (labels whose bound reaches it are skipped). Only the current layer's
+    labels are held in full; every label keeps its parent, run and width (7 bytes).
     beam > 0: a heuristic instead, keeping per layer only the `beam` labels of least bound (a plan,
     not necessarily the best)."""
     L, B, K, D = error.shape[0], mem.shape[0], sigma.shape[0], rel.shape[1]
@@ -157,14 +159,8 @@ def walk_exact(sigma, dist, rel, lams, mus, start, off, cnt, need, val, compute,
             e = min(e, error[l, b])
         min_err[l] = min_err[l + 1] + e
     # every label: parent (global index), run, width; the previous layer's labels in full
-    n_all = 0
-    parent = np.empty(1024, np.int32)
-    run_of = np.empty(1024, np.int16)
-    width_of = np.empty(1024, np.int8)
-    p_cost, p_err, p_run = np.zeros(1), np.zeros(1), np.zeros(1, np.int64)
-    p_used = np.zeros((1, D))
-    p_base = 0  # global index of the previous layer's first label
-    n_prev = 1  # layer -1: one empty label
+    l0, n_all, p_base, parent, run_of, width_of, p_cost, p_err, p_run, p_used, p_bound = state
+    n_prev = p_cost.shape[0]
     tcap = 1024  # candidates of one layer
     tc, te, tb = np.empty(tcap), np.empty(tcap), np.empty(tcap)
     tp, tr, tw = np.empty(tcap, np.int64), np.empty(tcap, np.int64), np.empty(tcap, np.int64)
@@ -173,12 +169,14 @@ def walk_exact(sigma, dist, rel, lams, mus, start, off, cnt, need, val, compute,
     free = np.empty(D)  # a candidate's free bytes per distinct server
     rest = np.empty((64, lams.shape[0]))  # the tables' values of the rest per (run, bytes) key of a layer
     rest_run, rest_nu = np.empty(64, np.int64), np.empty(64)
-    for l in range(L):
+    for l in range(l0, L):
         nt = 0
         rest_row = dict()
         rest_row[np.int64(-1)] = np.int64(-1)
         n_rows = 0
         for src in range(n_prev):
+            if p_bound[src] >= target:
+                continue  # kept by a pass at a higher target
             k = 0 if l == 0 else p_run[src]
             kk_hi = 1 if l == 0 else min(k + 2, K)  # layer l continues run k or starts run k + 1
             for kk in range(k, kk_hi):
@@ -221,7 +219,7 @@ def walk_exact(sigma, dist, rel, lams, mus, start, off, cnt, need, val, compute,
                         bound = -_INF
                         for j in range(lams.shape[0]):
                             bj = nc
-                            for i in range(D):  # table j charged mu per byte the rest uses; it has at most the free bytes
+                            for i in range(D):  # table j charged mu per byte the rest uses; it has at most free[i]
                                 if mus[j, i] > 0.0:
                                     bj -= mus[j, i] * free[i]
                             if row < 0:
@@ -250,7 +248,7 @@ def walk_exact(sigma, dist, rel, lams, mus, start, off, cnt, need, val, compute,
         # that still matter, cost and error no higher (labels with other bytes are not compared: a
         # weaker test, still exact). In order of cost (exact) or of bound (beam, up to `beam`).
         order = np.argsort(tb[:nt] if beam > 0 else tc[:nt], kind="mergesort")
-        c_cost, c_err, c_run = np.empty(nt), np.empty(nt), np.empty(nt, np.int64)
+        c_cost, c_err, c_run, c_bound = np.empty(nt), np.empty(nt), np.empty(nt, np.int64), np.empty(nt)
         c_used = np.empty((nt, D))
         n = 0
         buckets = dict()
@@ -275,7 +273,7 @@ def walk_exact(sigma, dist, rel, lams, mus, start, off, cnt, need, val, compute,
                         same = False
                 if same and c_err[q] <= te[i] and c_cost[q] <= tc[i]:
                     continue
-            c_cost[n], c_err[n], c_run[n] = tc[i], te[i], kk
+            c_cost[n], c_err[n], c_run[n], c_bound[n] = tc[i], te[i], kk, tb[i]
             c_used[n] = tu[i]
             if n_all + n >= parent.shape[0]:
                 parent, run_of, width_of = _grow(parent, n_all + n + 1), _grow(run_of, n_all + n + 1), \
@@ -288,11 +286,12 @@ def walk_exact(sigma, dist, rel, lams, mus, start, off, cnt, need, val, compute,
             n += 1
         p_base = n_all
         n_all += n
-        if n_all > max_labels:
-            return _INF, np.empty(0, np.int64), np.empty(0, np.int64), -1
+        p_cost, p_err, p_run, p_used, p_bound, n_prev = c_cost[:n], c_err[:n], c_run[:n], c_used[:n], c_bound[:n], n
         if n == 0:
-            return _INF, np.empty(0, np.int64), np.empty(0, np.int64), n_all
-        p_cost, p_err, p_run, p_used, n_prev = c_cost[:n], c_err[:n], c_run[:n], c_used[:n], n
+            return _INF, np.empty(0, np.int64), np.empty(0, np.int64), n_all, state
+        if n_all > max_labels and l < L - 1:
+            return _INF, np.empty(0, np.int64), np.empty(0, np.int64), -1, \
+                (l + 1, n_all, p_base, parent, run_of, width_of, p_cost, p_err, p_run, p_used, p_bound)
     best, arg = _INF, -1
     for q in range(n_prev):
         if p_cost[q] < best:
@@ -303,7 +302,28 @@ def walk_exact(sigma, dist, rel, lams, mus, start, off, cnt, need, val, compute,
     for l in range(L - 1, -1, -1):
         widths[l], runs[l] = width_of[q], run_of[q]
         q = parent[q]
-    return best, widths, runs, n_all
+    return best, widths, runs, n_all, state
+
+
+def fresh_state(n_distinct: int) -> tuple:
+    """`walk_exact`'s state before layer 0: (next layer, labels, first label of the last layer,
+    parent, run, width of every label, and the last layer's labels in full: cost, error, run,
+    bytes per distinct server, bound); one empty label."""
+    return (0, 0, 0, np.empty(1024, np.int32), np.empty(1024, np.int16), np.empty(1024, np.int8), np.zeros(1),
+            np.zeros(1), np.zeros(1, np.int64), np.zeros((1, n_distinct)), np.full(1, -np.inf))
+
+
+@njit
+def relay_closure(d, charge):
+    """Shortest times in place (Floyd-Warshall): d[i, j] through relays m, each paying charge[m]."""
+    m_ = d.shape[0]
+    for m in range(m_):
+        for i in range(m_):
+            via = d[i, m] + charge[m]
+            for j in range(m_):
+                if via + d[m, j] < d[i, j]:
+                    d[i, j] = via + d[m, j]
+    return d
 
 
 @njit

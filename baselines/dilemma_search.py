@@ -46,12 +46,14 @@ import numpy as np
 
 from edgellm_gym.envs.placement_quant import PlacementProblem
 
-from .dilemma_kernels import cover_hops, walk_exact, walk_tables
+from .dilemma_kernels import cover_hops, fresh_state, relay_closure, walk_exact, walk_tables
 from .highs import release_thread_pool
 
 __all__ = ["SearchResult", "search_dilemma", "compute_bound"]
 
 _INF = float("inf")
+# highspy's bare solver class: highspy.Highs() prints a banner before its output can be turned off
+_HIGHS = getattr(highspy, "_Highs", highspy.Highs)
 _US = 1e6  # the LP's costs in microseconds: solver tolerances are absolute
 _GOLDEN_STEPS = 16
 _BEAM = 64  # labels per layer of the quick first pass over a walk
@@ -60,9 +62,17 @@ _BEAM = 64  # labels per layer of the quick first pass over a walk
 # lam x (0.9..1.1): a label's best memory price depends on its free bytes (on qwen2.5-72b x 32 seed 4's
 # hardest walk, 4.5M labels instead of 26M)
 _FACTORS = ((1.0, 1.0), (0.5, 1.0), (2.0, 1.0), (0.25, 1.0), (4.0, 1.0))
+_MU_LEVELS = (1.0, 0.85, 1.2, 0.7, 1.4, 0.6, 1.7, 0.5, 2.0)
 _FACTORS_MU = _FACTORS + ((0.7, 1.0), (1.4, 1.0), (0.9, 1.0), (1.1, 1.0)) + tuple(
-    (f, g) for g in (0.85, 1.2, 0.7, 1.4, 0.6, 1.7, 0.5, 2.0) for f in (1.0, 0.9, 1.1))
+    (f, g) for g in _MU_LEVELS[1:] for f in (1.0, 0.9, 1.1))
+# a walk whose pass needed more than _FIRST_ALLOWANCE labels: each server it comes back to gets its
+# own memory multiplier levels, all combinations of the finest of these sets with up to _MU_COMBOS
+# (on qwen2.5-72b x 32 seed 8's walk [7, 29, 30, 29, 30, 29] at the best plan known: 4.7M labels
+# instead of 14.6M, 7 s instead of 19 s)
+_MU_SETS = (_MU_LEVELS, (1.0, 0.7, 1.4, 0.5, 2.0), (1.0, 0.7, 1.4))
+_MU_COMBOS = 27
 _FIRST_ALLOWANCE = 250_000  # labels of a walk's first exact passes (then x4 when set aside)
+_HELD_MAX = 30_000_000  # labels of passes set aside kept to resume them (7 bytes each)
 _TARGET_STEP = 2e-4  # a walk's first exact target: its bound x (1 + this), then x4 each pass
 _LABELS_PER_S = 1_000_000  # labels an exact pass keeps a second, until the passes so far measure it
 
@@ -102,11 +112,12 @@ class _Bounds:
 
     def __init__(self, p: PlacementProblem) -> None:
         self.p = p
-        L, S, B = p.n_layers, p.n_servers, p.n_bits
         self.err_scale = p.budget if p.budget > 0 else 1.0
         self.fits = p.mem_bytes[None, :] <= p.capacity_bytes[:, None]  # (S, B)
         self.e = p.error / self.err_scale  # (L, B)
         self.lps = self.mips = 0
+        self.us_compute = _US * p.compute_s  # (S, B)
+        self.per = p.mem_bytes[None, :] / p.capacity_bytes[:, None]  # a layer's share of a server's memory
         self._int_memo: dict = {}
         self.lp, self.mip = _model(p, self.e, integral=False), _model(p, self.e, integral=True)
 
@@ -167,58 +178,61 @@ class _Bounds:
 
     def value(self, mult: _Mult | None, allowed, required) -> float:
         """The LP's Lagrangian function (seconds) at multipliers `mult` (from an earlier call) for
-        (allowed, required): a valid lower bound (compute >= 0 without multipliers)."""
+        (allowed, required): a valid lower bound (compute >= 0 without multipliers). A required
+        server's ">= 1 layer" multiplier is the best one given alpha (its term is concave in it,
+        largest at its least cost - alpha): a server new to `required` gets one without an LP."""
         if mult is None:
             return 0.0
-        p, B = self.p, self.p.n_bits
-        total = 0.0
-        for s in allowed:
-            if not self.fits[s].any():
-                if s in required:
-                    return _INF
-                continue
-            rho = mult.rho.get(s, 0.0) if s in required else 0.0
-            best = 0.0  # fractional knapsack: all of the memory on the most negative cost per byte
-            for b in range(B):
-                if self.fits[s, b]:
-                    per = p.mem_bytes[b] / p.capacity_bytes[s]
-                    best = min(best, (_US * p.compute_s[s, b] - mult.alpha[b] - rho) / per)
-            total += best + rho
+        A = np.asarray(list(allowed), np.int64)
+        fits = self.fits[A]
+        usable = fits.any(axis=1)
+        req = np.zeros(self.p.n_servers, bool)
+        req[list(required)] = True
+        req = req[A]
+        if (req & ~usable).any():
+            return _INF
+        cost = np.where(fits, self.us_compute[A] - mult.alpha[None, :], _INF)
+        rho = np.where(req, np.maximum(0.0, cost.min(axis=1, initial=_INF)), 0.0)
+        # fractional knapsack per server: all of its memory on the most negative cost per byte
+        best = np.minimum(0.0, ((cost - rho[:, None]) / self.per[A]).min(axis=1, initial=_INF))
+        total = float((best + rho)[usable].sum())
         total += float(np.min(mult.alpha[None, :] + mult.lam * self.e, axis=1).sum()) - mult.lam
         return max(0.0, total / _US)
 
 
 def _model(p: PlacementProblem, e: np.ndarray, integral: bool):
     """The position-free model as a HiGHS object. Columns: N[s, b] (layers of width b on s), then
-    x[l, b] (layer l's share of width b). Rows: memory per server (<= 1), layers per server (>= a
-    bound set per call), the budget (e scaled to it, <= 1), per width sum_s N = sum_l x, one width
-    per layer. Objective: compute in microseconds. Every N column starts closed."""
-    L, S, B = p.n_layers, p.n_servers, p.n_bits
-    nN, nx = S * B, L * B
-    n_rows = 2 * S + 1 + B + L
+    x[g, b] (how many layers of group g take width b; a group is the layers with equal errors,
+    which the model cannot tell apart: a mirrored error profile halves these columns). Rows: memory
+    per server (<= 1), layers per server (>= a bound set per call), the budget (e scaled to it,
+    <= 1), per width sum_s N = sum_g x, per group sum_b x = its size. Objective: compute in
+    microseconds. Every N column starts closed."""
+    S, B = p.n_servers, p.n_bits
+    e_group, size = np.unique(e, axis=0, return_counts=True)
+    G = len(e_group)
+    nN, nx = S * B, G * B
     cols = []  # (rows, values) per column
     for s in range(S):
         for b in range(B):
             cols.append(([s, S + s, 2 * S + 1 + b], [p.mem_bytes[b] / p.capacity_bytes[s], 1.0, 1.0]))
-    for l in range(L):
+    for g in range(G):
         for b in range(B):
-            cols.append(([2 * S, 2 * S + 1 + b, 2 * S + 1 + B + l], [e[l, b], -1.0, 1.0]))
-    start = np.cumsum([0] + [len(r) for r, _ in cols])
+            cols.append(([2 * S, 2 * S + 1 + b, 2 * S + 1 + B + g], [e_group[g, b], -1.0, 1.0]))
     inf = highspy.kHighsInf
     lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = nN + nx, n_rows
+    lp.num_col_, lp.num_row_ = nN + nx, 2 * S + 1 + B + G
     lp.col_cost_ = np.concatenate([_US * p.compute_s.ravel(), np.zeros(nx)])
     lp.col_lower_ = np.zeros(nN + nx)
-    lp.col_upper_ = np.concatenate([np.zeros(nN), np.ones(nx)])
-    lp.row_lower_ = np.concatenate([np.full(S, -inf), np.zeros(S), [-inf], np.zeros(B), np.ones(L)])
-    lp.row_upper_ = np.concatenate([np.full(S, 1.0 + 1e-9), np.full(S, inf), [1.0 + 1e-9], np.zeros(B), np.ones(L)])
+    lp.col_upper_ = np.concatenate([np.zeros(nN), np.repeat(size, B).astype(float)])
+    lp.row_lower_ = np.concatenate([np.full(S, -inf), np.zeros(S), [-inf], np.zeros(B), size])
+    lp.row_upper_ = np.concatenate([np.full(S, 1.0 + 1e-9), np.full(S, inf), [1.0 + 1e-9], np.zeros(B), size])
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = start.astype(np.int32)
+    lp.a_matrix_.start_ = np.cumsum([0] + [len(r) for r, _ in cols]).astype(np.int32)
     lp.a_matrix_.index_ = np.concatenate([r for r, _ in cols]).astype(np.int32)
     lp.a_matrix_.value_ = np.concatenate([v for _, v in cols]).astype(float)
     if integral:
         lp.integrality_ = [highspy.HighsVarType.kInteger] * nN + [highspy.HighsVarType.kContinuous] * nx
-    h = highspy.Highs()
+    h = _HIGHS()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("threads", 1)
     if integral:
@@ -246,11 +260,9 @@ class _Walks:
     def __init__(self, p: PlacementProblem, U, charge=None) -> None:
         self.U = list(U)
         self.charge = np.zeros(len(self.U)) if charge is None else np.asarray(charge, float)
-        d = p.transfer_s[np.ix_(self.U, self.U)].copy()
+        d = p.transfer_s[np.ix_(self.U, self.U)]
         np.fill_diagonal(d, 0.0)
-        for m in range(len(self.U)):
-            d = np.minimum(d, d[:, [m]] + self.charge[m] + d[[m], :])
-        self.d = d
+        self.d = d = relay_closure(d, self.charge)
         cin, cout = p.client_in_s[self.U], p.client_out_s[self.U]
         self.din = np.minimum(cin, ((cin + self.charge)[:, None] + d).min(axis=0))
         self.dout = np.minimum(cout, (d + (self.charge + cout)[None, :]).min(axis=1))
@@ -315,6 +327,13 @@ class _Walk:
         val = np.concatenate([t[4] for t in tables])
         return (self.sigma, self.dist, self.rel, lams, mus, start, off, cnt, need, val, p.compute_s, p.mem_bytes,
                 p.capacity_bytes, p.error)
+
+    def reversed(self) -> "_Walk":
+        """The walk read backwards, with the same memory multipliers (its distinct servers are the
+        same)."""
+        r = _Walk(self.p, self.sigma[::-1].tolist(), None)
+        r.mu_base = self.mu_base
+        return r
 
     def value(self, lam: float, t: float) -> float:
         """hops + the tables' least value - lam x budget - mu x capacity, mu = t x mu_base."""
@@ -393,9 +412,9 @@ def _search(p: PlacementProblem, time_limit_s: float | None, gap_rel: float, max
     bounds = _Bounds(p)
     order = sorted((s for s in range(S) if bounds.fits[s].any()),
                    key=lambda s: (p.compute_s[s][bounds.fits[s]].min(), s))  # fast servers first
-    state = _State(p, gap_rel, max_labels, deadline)
-    spaces: dict = {}
     mirror = _reversal_symmetric(p)
+    state = _State(p, gap_rel, max_labels, deadline, mirror)
+    spaces: dict = {}
 
     root, mult = bounds(order, ())
     state.lam_ref = mult.lam / _US / bounds.err_scale if mult is not None and mult.lam > 0 else _lam_scale(p)
@@ -480,15 +499,37 @@ def _search(p: PlacementProblem, time_limit_s: float | None, gap_rel: float, max
     return state.result(bounds.lps, bounds.mips)
 
 
+def _factors(lam: float, mu: np.ndarray, fine: bool) -> tuple:
+    """The (budget, memory) multiplier factors of a walk's tables (`_Walk.kernel_args`): with `fine`,
+    per-server memory levels for the servers it comes back to (_MU_COMBOS at most)."""
+    if lam <= 0:
+        return ((1.0, 1.0),)
+    back = np.flatnonzero(mu > 0)
+    if not len(back):
+        return _FACTORS
+    levels = next((lv for lv in _MU_SETS if len(lv) ** len(back) <= _MU_COMBOS), None)
+    if not fine or levels is None:
+        return _FACTORS_MU
+    grid = []
+    for combo in itertools.product(levels, repeat=len(back)):
+        g = np.ones(len(mu))
+        g[back] = combo
+        grid += [(f, g) for f in (1.0, 0.9, 1.1)]
+    return _FACTORS + tuple(grid[1:])
+
+
 class _Pass:
-    """A walk's exact passes: its multipliers, tables (built at the first pass), the next target's
-    distance above the bound (x bound) and the labels a pass may use."""
+    """A walk's exact passes: its multipliers, tables (built at the first pass, again finer once a
+    pass needed more than _FIRST_ALLOWANCE labels; dropped while set aside), the next target's
+    distance above the bound (x bound), the labels a pass may use, and a pass set aside: its
+    target and `walk_exact` state (None: none kept)."""
 
     def __init__(self, walk: "_Walk", lam: float, mu: np.ndarray) -> None:
         self.walk, self.lam, self.mu = walk, lam, mu
-        self.args = None
+        self.args, self.fine, self.beamed, self.turned = None, False, False, False
         self.step = _TARGET_STEP
         self.allowance = _FIRST_ALLOWANCE
+        self.target, self.state = _INF, None
 
     def __lt__(self, other) -> bool:  # heap ties are broken by the counter before this is reached
         return False
@@ -497,13 +538,16 @@ class _Pass:
 class _State:
     """The search's heap, best plan and counters."""
 
-    def __init__(self, p: PlacementProblem, gap_rel: float, max_labels: int, deadline: float) -> None:
+    def __init__(self, p: PlacementProblem, gap_rel: float, max_labels: int, deadline: float,
+                 mirror: bool) -> None:
         self.p, self.gap_rel, self.max_labels, self.deadline = p, gap_rel, max_labels, deadline
+        self.mirror = mirror
         self.pass_labels, self.pass_s = 0, 0.0  # labels and seconds of the exact passes: their rate
         self.ub, self.plan = _INF, None
         self.complete = True
         self.counts = {"set": 0, "leaf": 0, "walk": 0, "sigma": 0, "exact": 0}
         self.aside: list = []  # (bound, tie, _Pass): exact passes that needed more labels
+        self.held = 0  # labels of the passes set aside, kept to resume them
         self.labels = 0
         self.heap: list = []
         self.tie = itertools.count()
@@ -521,34 +565,59 @@ class _State:
         """One exact pass over a walk whose plans all cost >= `bound`: the best plan below a target
         a little above the bound (below the best plan known at most). Found: the walk is done. None
         below the target: the walk goes back on the heap with the target as its bound, the next
-        target 4x as far. A pass that needs more labels than its allowance (x4 each time, up to
-        max_labels) is set aside until the heap has nothing cheaper (`revive`): meanwhile a better
-        plan may come and prune it."""
+        target 4x as far (or the best plan known, past half way to it). A pass that needs more
+        labels than its allowance (x4 each time, up to max_labels) is set aside until the heap has
+        nothing cheaper (`revive`): meanwhile a better plan may come and prune it. Its labels are
+        kept (up to _HELD_MAX in all) and it resumes where it stopped, at its target or the lower
+        one the best plan then allows. On a reversal-symmetric instance the first such pass is also
+        run on the reversed walk (the same plans read backwards, often far fewer labels one way):
+        the walk keeps the direction that answered, or got further."""
         p, w = self.p, ps.walk
+        state, ps.state = ps.state, None
+        if state is not None:
+            self.held -= state[1]
         if ps.args is None:
-            factors = [(1.0, 1.0)] if ps.lam <= 0 else _FACTORS_MU if ps.mu.any() else _FACTORS
-            ps.args = w.kernel_args(ps.lam, ps.mu, factors)
+            ps.args = w.kernel_args(ps.lam, ps.mu, _factors(ps.lam, ps.mu, ps.fine))
+        if not ps.beamed:
             # a quick plan (beam) before the exact passes: an early good plan prunes more
-            val, widths, runs, n_lab = walk_exact(*ps.args, p.budget, _INF, self.max_labels, _BEAM)
+            ps.beamed = True
+            val, widths, runs, n_lab, _ = walk_exact(*ps.args, p.budget, _INF, self.max_labels, _BEAM,
+                                                     fresh_state(len(w.servers)))
             self.labels += max(n_lab, 0)
             self._offer(w, val, widths, runs)
         last = self.cut() - w.hops
         if bound - w.hops >= last:
             return
-        target = min(bound - w.hops + ps.step * abs(bound), last)
+        if state is None:
+            target = bound - w.hops + ps.step * abs(bound)
+            if target >= (bound - w.hops + last) / 2:
+                target = last  # most of the way: one pass to the best plan known instead of two
+            state = fresh_state(len(w.servers))
+        else:
+            target = min(ps.target, last)
         allowance = ps.allowance
         if self.deadline < _INF:  # a pass cannot be stopped midway: keep it within the time left
             rate = self.pass_labels / self.pass_s if self.pass_s > 0.05 else _LABELS_PER_S
-            allowance = min(allowance, max(1, int((self.deadline - time.perf_counter()) * rate)))
-        t0 = time.perf_counter()
-        val, widths, runs, n_lab = walk_exact(*ps.args, p.budget, target, allowance, 0)
-        self.pass_s += time.perf_counter() - t0
-        self.pass_labels += n_lab if n_lab >= 0 else allowance
+            allowance = min(allowance, state[1] + max(1, int((self.deadline - time.perf_counter()) * rate)))
+        val, widths, runs, n_lab, state = self._run(ps.args, target, allowance, state)
+        if n_lab < 0 and self.mirror and not ps.turned and state[0] > 0:
+            ps.turned = True
+            rw = w.reversed()
+            if not np.array_equal(rw.sigma, w.sigma):
+                r_args = rw.kernel_args(ps.lam, ps.mu, _factors(ps.lam, ps.mu, ps.fine))
+                r = self._run(r_args, target, allowance, fresh_state(len(w.servers)))
+                if r[3] >= 0 or r[4][0] > state[0]:
+                    ps.walk, ps.args, w = rw, r_args, rw
+                    val, widths, runs, n_lab, state = r
         if n_lab < 0:
             if allowance < ps.allowance or ps.allowance >= self.max_labels:
                 self.complete = False  # given up: the answer can no longer be proven optimal
                 return
             ps.allowance = min(4 * ps.allowance, self.max_labels)
+            ps.args, ps.fine = None, True
+            if self.held + state[1] <= _HELD_MAX:
+                ps.target, ps.state = target, state
+                self.held += state[1]
             heapq.heappush(self.aside, (bound, next(self.tie), ps))
             return
         self.labels += n_lab
@@ -557,6 +626,14 @@ class _State:
         elif target < last:
             ps.step *= 4.0
             self.push(target + w.hops, "exact", ps)
+
+    def _run(self, args, target: float, allowance: int, state) -> tuple:
+        """One call of `walk_exact`, its labels and seconds counted (the passes' rate)."""
+        start, t0 = state[1], time.perf_counter()
+        out = walk_exact(*args, self.p.budget, target, allowance, 0, state)
+        self.pass_s += time.perf_counter() - t0
+        self.pass_labels += (out[3] if out[3] >= 0 else out[4][1]) - start
+        return out
 
     def _offer(self, w: "_Walk", val: float, widths, runs) -> None:
         if val + w.hops < self.ub:
@@ -570,6 +647,9 @@ class _State:
             if bound < self.cut():
                 self.push(bound, "exact", ps)
                 return True
+            if ps.state is not None:
+                self.held -= ps.state[1]
+                ps.state = None
         return False
 
     def result(self, lps: int, mips: int) -> SearchResult:

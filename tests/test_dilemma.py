@@ -229,3 +229,40 @@ def test_highs_solves_with_other_thread_counts_follow_one_another():
             solve_dilemma(p, solver="highs", threads=1), solve_dilemma(p, solver="search")]
     assert [s.status for s in sols] == ["optimal"] * 4
     assert all(s.objective_s == pytest.approx(sols[0].objective_s, rel=1e-6) for s in sols)
+
+
+def test_search_stays_exact_when_passes_run_out_of_labels(monkeypatch):
+    # without the integral bound and with a tiny label allowance, small instances take the paths large
+    # ones do: passes set aside and resumed, tables rebuilt with finer memory multipliers, and on
+    # reversal-symmetric instances the reversed walk
+    import baselines.dilemma_search as ds
+
+    monkeypatch.setattr(ds, "_FIRST_ALLOWANCE", 3)
+    monkeypatch.setattr(ds._Bounds, "integer", lambda self, servers, min_layers: 0.0)  # a valid, weak bound
+    seen = {"overflow": 0, "reversed": 0}
+    run, reverse = ds._State._run, ds._Walk.reversed
+
+    def counting_run(self, *args):
+        out = run(self, *args)
+        seen["overflow"] += out[3] < 0
+        return out
+
+    def counting_reverse(self):
+        seen["reversed"] += 1
+        return reverse(self)
+
+    monkeypatch.setattr(ds._State, "_run", counting_run)
+    monkeypatch.setattr(ds._Walk, "reversed", counting_reverse)
+    rng = np.random.default_rng(11)
+    ilp = "cbc" if "cbc" in SOLVERS else "highs"
+    for i in range(24):
+        p = random_problem(rng, L=int(rng.integers(8, 13)), S=int(rng.integers(2, 5)), bits=(16, 8, 4, 2),
+                           tight=float(rng.uniform(0.2, 0.9)), asymmetric=i % 3 == 1)
+        if i % 3 == 2:  # mirrored errors: the instance is reversal-symmetric
+            p = PlacementProblem(p.compute_s, p.transfer_s, p.client_in_s, p.client_out_s, p.mem_bytes,
+                                 p.capacity_bytes, (p.error + p.error[::-1]) / 2, p.budget, p.bits)
+        a, b = solve_dilemma(p, solver="search"), solve_dilemma(p, solver=ilp)
+        assert a.status == b.status
+        if b.status == "optimal":
+            assert a.objective_s == pytest.approx(b.objective_s, rel=1e-6)
+    assert seen["overflow"] >= 20 and seen["reversed"] >= 3
