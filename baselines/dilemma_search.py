@@ -74,7 +74,7 @@ _MU_COMBOS = 27
 _FIRST_ALLOWANCE = 250_000  # labels of a walk's first exact passes (then x4 when set aside)
 _HELD_MAX = 30_000_000  # labels of passes set aside kept to resume them (7 bytes each)
 _TARGET_STEP = 2e-4  # a walk's first exact target: its bound x (1 + this), then x4 each pass
-_LABELS_PER_S = 1_000_000  # labels an exact pass keeps a second, until the passes so far measure it
+_LOOKUPS_PER_S = 10_000_000  # labels x tables an exact pass handles a second, until the passes so far measure it
 
 
 @dataclass
@@ -542,7 +542,7 @@ class _State:
                  mirror: bool) -> None:
         self.p, self.gap_rel, self.max_labels, self.deadline = p, gap_rel, max_labels, deadline
         self.mirror = mirror
-        self.pass_labels, self.pass_s = 0, 0.0  # labels and seconds of the exact passes: their rate
+        self.pass_work, self.pass_s = 0, 0.0  # labels x tables and seconds of the exact passes: their rate
         self.ub, self.plan = _INF, None
         self.complete = True
         self.counts = {"set": 0, "leaf": 0, "walk": 0, "sigma": 0, "exact": 0}
@@ -595,17 +595,15 @@ class _State:
             state = fresh_state(len(w.servers))
         else:
             target = min(ps.target, last)
-        allowance = ps.allowance
-        if self.deadline < _INF:  # a pass cannot be stopped midway: keep it within the time left
-            rate = self.pass_labels / self.pass_s if self.pass_s > 0.05 else _LABELS_PER_S
-            allowance = min(allowance, state[1] + max(1, int((self.deadline - time.perf_counter()) * rate)))
+        allowance = self._allowance(ps.allowance, state[1], len(ps.args[3]))
         val, widths, runs, n_lab, state = self._run(ps.args, target, allowance, state)
         if n_lab < 0 and self.mirror and not ps.turned and state[0] > 0:
             ps.turned = True
             rw = w.reversed()
             if not np.array_equal(rw.sigma, w.sigma):
                 r_args = rw.kernel_args(ps.lam, ps.mu, _factors(ps.lam, ps.mu, ps.fine))
-                r = self._run(r_args, target, allowance, fresh_state(len(w.servers)))
+                r = self._run(r_args, target, self._allowance(ps.allowance, 0, len(r_args[3])),
+                              fresh_state(len(w.servers)))
                 if r[3] >= 0 or r[4][0] > state[0]:
                     ps.walk, ps.args, w = rw, r_args, rw
                     val, widths, runs, n_lab, state = r
@@ -627,12 +625,22 @@ class _State:
             ps.step *= 4.0
             self.push(target + w.hops, "exact", ps)
 
+    def _allowance(self, allowance: int, held: int, n_tables: int) -> int:
+        """A pass's label allowance (labels in all, `held` of them from before) within the time left:
+        a pass cannot be stopped midway, and stops only at the end of a layer. A label costs about as
+        many table lookups as the pass has tables; the rate of lookups is the passes' so far, and half
+        the time left is planned for (a layer's labels can be millions)."""
+        if self.deadline == _INF:
+            return allowance
+        rate = self.pass_work / self.pass_s if self.pass_s > 0.05 else _LOOKUPS_PER_S
+        return min(allowance, held + max(1, int(0.5 * (self.deadline - time.perf_counter()) * rate / n_tables)))
+
     def _run(self, args, target: float, allowance: int, state) -> tuple:
-        """One call of `walk_exact`, its labels and seconds counted (the passes' rate)."""
+        """One call of `walk_exact`, its work (labels x tables) and seconds counted (the passes' rate)."""
         start, t0 = state[1], time.perf_counter()
         out = walk_exact(*args, self.p.budget, target, allowance, 0, state)
         self.pass_s += time.perf_counter() - t0
-        self.pass_labels += (out[3] if out[3] >= 0 else out[4][1]) - start
+        self.pass_work += ((out[3] if out[3] >= 0 else out[4][1]) - start) * len(args[3])
         return out
 
     def _offer(self, w: "_Walk", val: float, widths, runs) -> None:
