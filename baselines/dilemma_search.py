@@ -395,8 +395,8 @@ def search_dilemma(p: PlacementProblem, time_limit_s: float | None = 60.0, gap_r
     """DILEMMA's optimum (module docstring); the same problem as `baselines.dilemma.solve_dilemma`.
 
     Stops at `time_limit_s` (status "feasible" with the best plan so far, or "not_solved"); an exact
-    pass, which cannot stop midway, gets at most the labels the time left allows (at the passes' rate),
-    so a limit is overrun by little (seconds at most on 80 layers x 32 servers). A walk
+    pass, which cannot stop midway, gets at most the labels half the time left allows (`_allowance`),
+    so the limit holds. A walk
     whose exact pass needs more than `max_labels` labels is given up (the answer is then at best
     "feasible"): 7 bytes a label, and one layer's labels in full."""
     try:
