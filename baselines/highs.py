@@ -9,9 +9,12 @@ __all__ = ["release_thread_pool"]
 
 
 def release_thread_pool() -> None:
-    """Drop HiGHS's thread pool (the next solve makes one of its own size); nothing without highspy."""
+    """Drop HiGHS's thread pool (the next solve makes one of its own size); nothing without highspy
+    or in a highspy without the call."""
     try:
         import highspy
     except ImportError:
         return
-    highspy.Highs.resetGlobalScheduler(True)
+    reset = getattr(highspy.Highs, "resetGlobalScheduler", None)
+    if reset is not None:
+        reset(True)
