@@ -134,7 +134,7 @@ def solve_dilemma(p: PlacementProblem, solver: str = "auto", time_limit_s: float
         return _solve_search(p, time_limit_s, gap_rel)
     name, backend = _solver(solver, time_limit_s, gap_rel, threads, p.n_layers * p.n_servers * p.n_bits)
     t0 = time.perf_counter()
-    L, S, B = p.n_layers, p.n_servers, p.n_bits
+    L, S = p.n_layers, p.n_servers
     cap = p.capacity_bytes
     # prune (layer, server, width) triples that cannot be part of any feasible plan
     fits = p.mem_bytes[None, :] <= cap[:, None]  # (S, B)

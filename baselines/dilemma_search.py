@@ -396,9 +396,8 @@ def search_dilemma(p: PlacementProblem, time_limit_s: float | None = 60.0, gap_r
 
     Stops at `time_limit_s` (status "feasible" with the best plan so far, or "not_solved"); an exact
     pass, which cannot stop midway, gets at most the labels half the time left allows (`_allowance`),
-    so the limit holds. A walk
-    whose exact pass needs more than `max_labels` labels is given up (the answer is then at best
-    "feasible"): 7 bytes a label, and one layer's labels in full."""
+    so the limit holds. A walk whose exact pass needs more than `max_labels` labels is given up (the
+    answer is then at best "feasible"): 7 bytes a label, and one layer's labels in full."""
     try:
         return _search(p, time_limit_s, gap_rel, max_labels)
     finally:

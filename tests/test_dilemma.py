@@ -21,7 +21,6 @@ SOLVERS = available_solvers()
 def random_problem(rng, L=3, S=2, bits=(8, 4), tight=0.6, asymmetric=False) -> PlacementProblem:
     """A random instance; `asymmetric`: links differ by direction, client in != out, errors not
     proportional across widths (none of the symmetries the env's instances have)."""
-    B = len(bits)
     speed = rng.uniform(0.5, 2.0, size=S)
     compute = (np.asarray(bits, float)[None, :] / 8.0) * 1e-3 / speed[:, None]
     t = rng.uniform(0.2e-3, 2e-3, size=(S, S))

@@ -385,8 +385,9 @@ _ILP_CACHE: dict = {}
 
 
 def _solve_ilp_cached(p: PlacementProblem, solver: str, time_limit_s: float):
-    """DILEMMA's optimum on `p` (baselines.dilemma.solve_dilemma), memoised per process on the instance's bytes: a benchmark that
-    replays the same seeds for every policy solves each instance once."""
+    """DILEMMA's optimum on `p` (baselines.dilemma.solve_dilemma), memoised per process on the
+    instance's bytes: a benchmark that replays the same seeds for every policy solves each instance
+    once."""
     import hashlib
 
     from baselines.dilemma import solve_dilemma  # lazy: the core does not need the baselines otherwise
@@ -598,7 +599,8 @@ class PlacementQuantizationEnv(MaskedEnv):
     invalid_action="penalize", invalid_action_penalty=1.0, max_invalid_streak=100, reward_shaping="none")`.
     `reward_shaping`: "none" or "lookahead" (see Rewards). `scenario`:
     a preset name ("default": four OPT-350M-class models on 8 servers, no ILP; "default-ilp": the
-    same with DILEMMA's optimum solved at each reset; "small": OPT-125M on 3 servers with more memory, no ILP; "smollm2": the measured table, widths {16, 8, 4, 3, 2};
+    same with DILEMMA's optimum solved at each reset; "small": OPT-125M on 3 servers with more
+    memory, no ILP; "smollm2": the measured table, widths {16, 8, 4, 3, 2};
     "opt-350m": DILEMMA's model only), a YAML path, a dict or a `PlacementQuantScenario`.
 
     ## Info
